@@ -1,0 +1,17 @@
+"""Transformer building blocks, each a small module of its own."""
+
+from .attention import BACKENDS, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from .block import TransformerBlock
+from .embedding import TokenEmbedding
+from .feedforward import ACTIVATIONS, FeedForward
+from .kv_cache import KVCache
+from .norms import LayerNorm, RMSNorm, make_norm
+from .positions import (POSITIONAL, LearnedPositions, RotaryEmbedding, SinusoidalPositions,
+                        alibi_bias, alibi_slopes, sinusoidal_table)
+
+__all__ = [
+    "ACTIVATIONS", "BACKENDS", "POSITIONAL", "FeedForward", "KVCache", "LayerNorm",
+    "LearnedPositions", "MultiHeadAttention", "RMSNorm", "RotaryEmbedding", "SinusoidalPositions",
+    "TokenEmbedding", "TransformerBlock", "alibi_bias", "alibi_slopes", "causal_mask",
+    "make_norm", "scaled_dot_product_attention", "sinusoidal_table",
+]

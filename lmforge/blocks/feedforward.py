@@ -1,0 +1,45 @@
+"""Position-wise feed-forward network: up-project, non-linearity, down-project.
+
+``relu``/``gelu``/``gelu_tanh`` use two matrices (``up_proj``, ``down_proj``); ``swiglu`` uses
+three (``gate_proj``, ``up_proj``, ``down_proj``): down(silu(gate(x)) * up(x)), as in Llama.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
+
+
+def _activation(name: str):
+    if name == "relu":
+        return F.relu
+    if name == "gelu":
+        return F.gelu
+    if name == "gelu_tanh":
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name in ("silu", "swiglu"):
+        return F.silu
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.act = _activation(activation)
+        self.gated = activation == "swiglu"
+        if self.gated:
+            self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        if self.gated:
+            h = self.act(self.gate_proj(x)) * self.up_proj(x)  # (B, T, F)
+        else:
+            h = self.act(self.up_proj(x))  # (B, T, F)
+        return self.down_proj(self.dropout(h))

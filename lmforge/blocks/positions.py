@@ -1,0 +1,109 @@
+"""Positional information: added to embeddings (sinusoidal, learned), rotated into queries and
+keys (RoPE), or added to attention scores (ALiBi)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "none")
+
+
+def sinusoidal_table(max_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos(p / base^(2i/dim)).  # (L, C)"""
+    pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (L, 1)
+    div = base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (C/2,)
+    table = torch.zeros(max_len, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos / div)
+    table[:, 1::2] = torch.cos(pos / div[: dim // 2])
+    return table.float()
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sine/cosine position vectors ("Attention Is All You Need", section 3.5)."""
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:  # (T,) or (B, T) -> (..., C)
+        return self.table[positions]
+
+
+class LearnedPositions(nn.Module):
+    """One trained vector per position (GPT-2, BERT)."""
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_len, dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:  # (T,) or (B, T) -> (..., C)
+        return nn.functional.embedding(positions, self.weight)
+
+
+def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Rotation frequency of each pair of dimensions: theta^(-2i/d).  # (D/2,)"""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021) in the "rotate half" layout used by GPT-NeoX
+    and Llama in Hugging Face: dimension i is paired with dimension i + D/2."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0,
+                 inv_freq: torch.Tensor | None = None):
+        super().__init__()
+        self.head_dim = head_dim
+        inv = inv_freq if inv_freq is not None else rope_inv_freq(head_dim, theta)
+        self.register_buffer("inv_freq", inv, persistent=False)
+        self._build(max_len)
+
+    def _build(self, length: int) -> None:
+        pos = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
+        freqs = torch.outer(pos, self.inv_freq)  # (L, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (L, D)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` (B, H, T, D) by angles of ``positions`` (T,) or (B, T)."""
+        if int(positions.max()) >= self.cos.shape[0]:
+            self._build(int(positions.max()) * 2)
+        cos = self.cos[positions].to(x.dtype)  # (T, D) or (B, T, D)
+        sin = self.sin[positions].to(x.dtype)
+        if cos.dim() == 3:  # per-sequence positions: broadcast over heads
+            cos, sin = cos[:, None], sin[:, None]
+        return x * cos + rotate_half(x) * sin
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """Head slopes of ALiBi (Press et al. 2021): a geometric sequence starting at 2^(-8/n);
+    for a head count that is not a power of two, the extra heads take every other slope of
+    the next power of two.  # (H,)"""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        return torch.tensor(power_of_two(n_head))
+    closest = 2 ** math.floor(math.log2(n_head))
+    extra = power_of_two(2 * closest)[0::2][: n_head - closest]
+    return torch.tensor(power_of_two(closest) + extra)
+
+
+def alibi_bias(slopes: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """Additive score bias -slope * (q - k): zero on the diagonal, more negative with distance.
+    q_pos (Tq,), k_pos (Tk,) -> (H, Tq, Tk). Future keys get a positive bias here; the causal
+    mask removes them."""
+    dist = (q_pos[:, None] - k_pos[None, :]).to(slopes.dtype)  # (Tq, Tk)
+    return -slopes[:, None, None] * dist

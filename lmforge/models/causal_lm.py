@@ -1,0 +1,48 @@
+"""Decoder-only language model (GPT, Llama): backbone + language-model head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..blocks import KVCache
+from .config import ModelConfig
+from .transformer import Transformer, init_weights
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (it is taken from the tokenizer)")
+        self.cfg = cfg
+        self.backbone = Transformer(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        init_weights(self, cfg.init_std, cfg.n_layer)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.backbone.embed.weight
+
+    def forward(self, idx: torch.Tensor, *, last_only: bool = False, **kw) -> torch.Tensor:
+        """idx (B, T) -> logits (B, T, V), or (B, 1, V) with ``last_only`` (generation).
+        Keyword arguments (positions, padding_mask, cache, attn_out) go to the backbone."""
+        h = self.backbone(idx, **kw)  # (B, T, C)
+        if last_only:
+            h = h[:, -1:]
+        return self.lm_head(h)
+
+    def new_cache(self, batch: int, max_len: int | None = None, dtype=None, device=None) -> KVCache:
+        cfg = self.cfg
+        p = self.lm_head.weight
+        return KVCache(cfg.n_layer, batch, cfg.n_kv_head or cfg.n_head,
+                       max_len or cfg.context_length, cfg.dim_head,
+                       dtype=dtype or p.dtype, device=device or p.device)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Parameter count, tied weights counted once."""
+        seen, n = set(), 0
+        for p in self.parameters():
+            if id(p) in seen or (trainable_only and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            n += p.numel()
+        return n

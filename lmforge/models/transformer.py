@@ -1,0 +1,88 @@
+"""The transformer backbone: token (+ position) embeddings, a stack of blocks, a final norm.
+
+It returns hidden states (B, T, C); heads (language-model head, classifiers, ...) sit on top
+and objectives turn their outputs into a loss. Assembled from ``lmforge.blocks`` by a
+:class:`ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..blocks import (FeedForward, KVCache, LearnedPositions, MultiHeadAttention, RotaryEmbedding,
+                      SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
+                      alibi_slopes, make_norm)
+from .config import ModelConfig
+
+
+def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None) -> TransformerBlock:
+    attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.bias, rope=rope,
+                              backend=cfg.attention, dropout=cfg.dropout, head_dim=cfg.head_dim)
+    ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.bias)
+    norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
+    return TransformerBlock(attn, ff, norm(), norm(), prenorm=cfg.prenorm, dropout=cfg.dropout)
+
+
+class Transformer(nn.Module):
+    """Decoder-style backbone (causal self-attention) configured by ``ModelConfig``."""
+
+    causal = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = TokenEmbedding(cfg.vocab_size, cfg.d_model)
+        self.pos = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(
+            cfg.positional, lambda *a: None)(cfg.context_length, cfg.d_model)
+        rope = (RotaryEmbedding(cfg.dim_head, cfg.context_length, cfg.rope_theta)
+                if cfg.positional == "rope" else None)
+        if cfg.positional == "alibi":
+            self.register_buffer("alibi", alibi_slopes(cfg.n_head), persistent=False)
+        else:
+            self.alibi = None
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.layers = nn.ModuleList(build_block(cfg, rope) for _ in range(cfg.n_layer))
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.prenorm else None
+
+    def forward(
+        self,
+        idx: torch.Tensor,  # (B, T) token ids
+        *,
+        positions: torch.Tensor | None = None,  # (T,) or (B, T); default past..past+T-1
+        padding_mask: torch.Tensor | None = None,  # (B, past+T) bool, True = real token
+        cache: KVCache | None = None,
+        attn_out: list | None = None,  # if given, each layer appends its (B, H, T, S) weights
+    ) -> torch.Tensor:  # (B, T, C)
+        B, T = idx.shape
+        past = cache.length if cache is not None else 0
+        if positions is None:
+            positions = torch.arange(past, past + T, device=idx.device)  # (T,)
+        x = self.embed(idx)  # (B, T, C)
+        if self.pos is not None:
+            x = x + self.pos(positions)
+        x = self.drop(x)
+        mask = padding_mask[:, None, None, :] if padding_mask is not None else None  # (B,1,1,S)
+        bias = None
+        if self.alibi is not None:
+            q_pos = positions if positions.dim() == 1 else positions[0]
+            bias = alibi_bias(self.alibi, q_pos, torch.arange(past + T, device=idx.device))
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions=positions, mask=mask, bias=bias, is_causal=self.causal,
+                      cache=cache, layer=i, attn_out=attn_out)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x) if self.norm is not None else x
+
+
+def init_weights(model: nn.Module, std: float, n_layer: int) -> None:
+    """GPT-2 initialisation: N(0, std) for matrices and embeddings, zero biases, and residual
+    output projections scaled by 1/sqrt(2 * n_layer)."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            scale = 1 / math.sqrt(2 * n_layer) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
+            nn.init.normal_(p, mean=0.0, std=std * scale)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
