@@ -69,7 +69,7 @@ def scaled_dot_product_attention(
         scores = scores + bias.to(scores.dtype)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    weights = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), -1).to(q.dtype)
     if dropout_p > 0:
         weights = F.dropout(weights, dropout_p)
     return weights @ v, weights

@@ -1,0 +1,154 @@
+"""The CLI's commands as plain functions: each takes ordinary arguments, does the work through
+the library, and prints what a person wants to see. ``lmforge.cli.main`` only parses argv."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+
+def _print(*a) -> None:
+    print(*a, flush=True)
+
+
+def tokenizer_train(files: list[str], kind: str = "bpe", vocab_size: int = 4096,
+                    out: str = "tokenizer.json", min_frequency: int = 2) -> dict:
+    from ..data import read_documents
+    from ..tokenizers import save_tokenizer, tokenizer_report, train_tokenizer
+
+    t0 = time.perf_counter()
+    tok = train_tokenizer(files, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency)
+    path = save_tokenizer(tok, out)
+    report = tokenizer_report(tok, (d.text for d in read_documents(files)))
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    _print(f"trained a {kind} tokenizer in {report['seconds']} s -> {path}")
+    _print(f"  vocabulary size   {report['vocab_size']:,}")
+    _print(f"  characters        {report['n_chars']:,}")
+    _print(f"  tokens            {report['n_tokens']:,}")
+    _print(f"  chars per token   {report['chars_per_token']:.3f}")
+    return report
+
+
+def train(config: str | None = None, overrides: list[str] | None = None, preset: str | None = None,
+          resume: bool = False, overwrite: bool = False):
+    from ..tasks.lm import train_lm
+    from ..training import RunConfig
+
+    if not config and not preset:
+        raise ConfigError("give a config file (lmforge train CONFIG.toml) or --preset NAME")
+    cfg = RunConfig.load(config, overrides, preset)
+    run = train_lm(cfg, resume=resume, overwrite=overwrite)
+    r = run.result
+    _print(f"done: {r.step} steps, {r.tokens:,} tokens in {r.elapsed_s:.0f} s "
+           f"({r.tokens_per_s:,.0f} tokens/s)")
+    if r.val_loss is not None:
+        _print(f"  validation loss {r.val_loss:.4f} (best {r.best_val_loss:.4f}), "
+               f"perplexity {torch.tensor(r.val_loss).exp():.2f}")
+    _print(f"  model directory  {run.out_dir}")
+    if run.plot:
+        _print(f"  loss curve       {run.plot}")
+    return run
+
+
+def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+             top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+             stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
+             dtype: str | None = None, stream: bool = True) -> list[str]:
+    from ..inference import GenerationConfig, stream_text
+    from ..io import load_model_dir
+    from ..tokenizers import eos_token_id
+
+    lm = load_model_dir(model_dir, device=device, dtype=dtype)
+    eos = eos_token_id(lm.tokenizer)
+    outs = []
+    for i in range(num_samples):
+        gcfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_k=top_k, top_p=top_p,
+                                seed=None if seed is None else seed + i, stop=list(stop or []))
+        if num_samples > 1:
+            _print(f"--- sample {i + 1} ---")
+        pieces = []
+        if stream:
+            print(prompt, end="", flush=True)
+        for piece in stream_text(lm.model, lm.tokenizer, prompt, gcfg, eos):
+            pieces.append(piece)
+            if stream:
+                print(piece, end="", flush=True)
+        if stream:
+            print(flush=True)
+        outs.append("".join(pieces))
+    return outs
+
+
+def evaluate(model_dir: str, data: str | list[str], stride: int | None = None, batch_size: int = 8,
+             device: str = "cpu", text_field: str = "text", max_chars: int = 0) -> dict:
+    from ..data import read_documents
+    from ..evaluation import text_perplexity
+    from ..io import load_model_dir
+    from ..tokenizers import eos_token_id
+
+    lm = load_model_dir(model_dir, device=device)
+    text = "\n\n".join(d.text for d in read_documents(data, text_field=text_field))
+    if max_chars:
+        text = text[:max_chars]
+    t0 = time.perf_counter()
+    res = text_perplexity(lm.model, lm.tokenizer, text, stride=stride, batch_size=batch_size,
+                          bos_id=eos_token_id(lm.tokenizer))
+    out = res.to_dict()
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    _print(f"evaluated {model_dir} on {data}")
+    _print(f"  tokens            {res.n_tokens:,} ({res.n_chars:,} characters, {res.n_bytes:,} bytes)")
+    _print(f"  loss              {res.loss:.4f} nats/token")
+    _print(f"  perplexity        {res.perplexity:.3f}")
+    _print(f"  bits per char     {res.bits_per_char:.4f}")
+    _print(f"  bits per byte     {res.bits_per_byte:.4f}")
+    _print(f"  window / stride   {res.context} / {res.stride} tokens")
+    return out
+
+
+def info(model_dir: str) -> dict:
+    import resource
+
+    from ..config import to_dict
+    from ..io import load_model_dir
+
+    lm = load_model_dir(model_dir)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cfg = to_dict(lm.config)
+    n = lm.model.num_params()
+    tok = lm.tokenizer
+    tok_kind = type(tok.model).__name__
+    report = {"path": str(lm.path), "parameters": n, "config": cfg,
+              "tokenizer": {"model": tok_kind, "vocab_size": tok.get_vocab_size()},
+              "load_seconds": round(lm.load_seconds, 3), "peak_rss_mb": round(rss_mb, 1),
+              "meta": lm.meta}
+    _print(f"model directory   {lm.path}")
+    _print(f"architecture      {cfg['arch']}: {cfg['n_layer']} layers, d_model {cfg['d_model']}, "
+           f"{cfg['n_head']} heads ({cfg.get('n_kv_head') or cfg['n_head']} kv), "
+           f"context {cfg['context_length']}")
+    _print(f"blocks            {'pre' if cfg['prenorm'] else 'post'}-norm {cfg['norm']}, "
+           f"{cfg['activation']} feed-forward ({lm.config.ff_dim}), {cfg['positional']} positions, "
+           f"{cfg['attention']} attention, tied embeddings: {cfg['tie_embeddings']}")
+    _print(f"parameters        {n:,} ({n / 1e6:.2f} M)")
+    _print(f"tokenizer         {tok_kind}, {tok.get_vocab_size():,} tokens")
+    meta = lm.meta
+    if "training" in meta:
+        t = meta["training"]
+        _print(f"training          {t.get('step')} steps, {t.get('tokens', 0):,} tokens, "
+               f"{t.get('elapsed_s', 0):.0f} s; val loss {t.get('val_loss')}, best {t.get('best_val_loss')}")
+    if "data" in meta:
+        _print(f"data              {', '.join(meta['data'].get('paths', []))}")
+    if "saved_at" in meta:
+        _print(f"saved             {meta['saved_at']} by lmforge {meta.get('lmforge_version')}")
+    _print(f"load time         {lm.load_seconds:.3f} s, peak resident memory {rss_mb:.0f} MB")
+    return report
+
+
+def dump_json(obj, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")

@@ -1,0 +1,102 @@
+"""`lmforge` command line: parses arguments and calls the plain functions in
+``lmforge.cli.commands``. Errors meant for a person are printed as one line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import LMForgeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmforge", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    q = sub.add_parser("quickstart", help="train a small GPT on real text, evaluate, sample (minutes)")
+    q.add_argument("--data", help="your own text (file, directory or JSONL) instead of the default")
+    q.add_argument("--out", default="runs/quickstart", help="model directory to write")
+    q.add_argument("--steps", type=int, help="optimiser steps (default 1200)")
+    q.add_argument("--prompt", help="prompt for the samples")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    t = sub.add_parser("tokenizer", help="tokenizer commands")
+    tsub = t.add_subparsers(dest="tok_command", required=True, metavar="SUBCOMMAND")
+    tt = tsub.add_parser("train", help="train a tokenizer on text files -> tokenizer.json")
+    tt.add_argument("files", nargs="+")
+    tt.add_argument("--kind", default="bpe", choices=["char", "bpe", "wordpiece", "unigram"])
+    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--min-frequency", type=int, default=2)
+    tt.add_argument("--out", default="tokenizer.json")
+
+    tr = sub.add_parser("train", help="train a model from a TOML config")
+    tr.add_argument("config", nargs="?", help="CONFIG.toml (see docs/config.md)")
+    tr.add_argument("--preset", help="start from a preset: tiny, shakespeare-char, gpt2-small")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    tr.add_argument("--overwrite", action="store_true", help="discard an earlier run's checkpoints")
+
+    g = sub.add_parser("generate", help="generate text from a model directory")
+    g.add_argument("model_dir")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--greedy", action="store_true", help="same as --temperature 0")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+
+    e = sub.add_parser("eval", help="perplexity and bits per character/byte on held-out text")
+    e.add_argument("model_dir")
+    e.add_argument("--data", required=True, nargs="+")
+    e.add_argument("--stride", type=int, help="sliding-window stride (default: half the context)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-chars", type=int, default=0, help="evaluate only the first N characters")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", help="also write the figures to this JSON file")
+
+    i = sub.add_parser("info", help="architecture, parameters, tokenizer, provenance")
+    i.add_argument("model_dir")
+    i.add_argument("--json", help="also write the report to this JSON file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import commands as c
+
+    try:
+        if args.command == "quickstart":
+            from ..tasks.quickstart import quickstart
+
+            quickstart(data=args.data, out_dir=args.out, steps=args.steps, prompt=args.prompt,
+                       overrides=args.overrides)
+        elif args.command == "tokenizer":
+            c.tokenizer_train(args.files, args.kind, args.vocab_size, args.out, args.min_frequency)
+        elif args.command == "train":
+            c.train(args.config, args.overrides, args.preset, args.resume, args.overwrite)
+        elif args.command == "generate":
+            c.generate(args.model_dir, args.prompt, args.max_new_tokens,
+                       0.0 if args.greedy else args.temperature, args.top_k, args.top_p,
+                       args.seed, args.stop, args.num_samples, args.device, args.dtype)
+        elif args.command == "eval":
+            c.dump_json(c.evaluate(args.model_dir, args.data, args.stride, args.batch_size,
+                                   args.device, max_chars=args.max_chars), args.json)
+        elif args.command == "info":
+            c.dump_json(c.info(args.model_dir), args.json)
+    except LMForgeError as err:
+        print(f"lmforge {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lmforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Data loading: read text sources, tokenise and cache them, and cut them into batches."""
+
+from .batches import batch_offsets, eval_batches, n_eval_windows, sample_batch
+from .builtin import describe_stdlib_corpus, stdlib_corpus_files
+from .sources import Document, count_chars_bytes, list_files, read_documents, read_text_file
+from .tokenized import TokenSplits, build_token_splits, encode_stream, token_dtype
+
+__all__ = [
+    "Document",
+    "TokenSplits",
+    "batch_offsets",
+    "build_token_splits",
+    "count_chars_bytes",
+    "describe_stdlib_corpus",
+    "encode_stream",
+    "eval_batches",
+    "list_files",
+    "n_eval_windows",
+    "read_documents",
+    "read_text_file",
+    "sample_batch",
+    "stdlib_corpus_files",
+    "token_dtype",
+]

@@ -1,0 +1,307 @@
+"""Tokenise a corpus once and cache it as a memory-mapped array, split into train and validation.
+
+The cache lives in ``cache_dir`` as ``tokens-<key>.bin`` (the raw token ids, train then val)
+plus ``tokens-<key>.json`` (counts, dtype, split point, sources). The key hashes the tokenizer,
+every input file's resolved path, size and mtime, the text field, the separator id and the
+validation fraction, so changing any of them re-tokenises and nothing else does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from ..errors import ConfigError, DataError, TokenizerError
+from .sources import list_files, read_documents
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_FORMAT = 1
+_CHUNK_CHARS = 1 << 16  # long documents are encoded in pieces of about this many characters
+_BATCH_CHARS = 1 << 20  # characters sent to one encode_batch call
+_NEWLINE_SEARCH = 10_000  # how far the train/val split may move forward to reach a line start
+# Pre-tokenizers that never join text across "X\nY" (X, Y not whitespace), so cutting a long
+# text there gives exactly the same tokens as encoding it whole.
+_CHUNK_SAFE_PRE_TOKENIZERS = frozenset({"ByteLevel", "BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
+
+
+@dataclass
+class TokenSplits:
+    """A tokenised corpus: contiguous train and validation token streams (memory-mapped)."""
+
+    train: np.ndarray  # (N_train,) uint16/uint32 token ids
+    val: np.ndarray  # (N_val,) the last val_fraction of the stream
+    n_chars: int  # characters of text in the whole corpus (separators not counted)
+    n_bytes: int  # UTF-8 bytes of text in the whole corpus
+    val_chars: int  # characters of the text that the val tokens encode
+    val_bytes: int  # UTF-8 bytes of the text that the val tokens encode
+    sources: list[str]  # files that contributed text, in order
+    cache_path: str  # the .bin file
+    reused: bool = field(default=False)  # True when the cache was reused, not rebuilt
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.train) + len(self.val)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 for vocabularies below 65536 ids, else uint32."""
+    return np.dtype(np.uint16) if vocab_size < 65536 else np.dtype(np.uint32)
+
+
+def _safe_cut(text: str, pos: int) -> int:
+    """First index ``i >= pos`` with ``text[i-2:i+1] == X"\\n"Y`` (X, Y not whitespace), or -1."""
+    i = text.find("\n", max(pos - 1, 1))
+    while 0 < i < len(text) - 1:
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        i = text.find("\n", i + 1)
+    return -1
+
+
+def chunk_text(text: str, size: int = _CHUNK_CHARS) -> list[str]:
+    """Cut ``text`` into pieces of about ``size`` characters, only at "X\\nY" line breaks."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        cut = _safe_cut(text, start + size)
+        if cut < 0:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def can_chunk(tokenizer: Tokenizer) -> bool:
+    """Whether cutting text at "X\\nY" line breaks leaves this tokenizer's output unchanged."""
+    pre = tokenizer.pre_tokenizer
+    if pre is not None:
+        return type(pre).__name__ in _CHUNK_SAFE_PRE_TOKENIZERS
+    # lmforge's char tokenizer: a BPE model without merges and without a pre-tokenizer.
+    model = json.loads(tokenizer.to_str()).get("model", {})
+    return model.get("type") == "BPE" and not model.get("merges")
+
+
+def encode_stream(
+    tokenizer: Tokenizer,
+    texts: Iterable[str],
+    sep_id: int | None = None,
+    leading_sep: bool = False,
+    chunk: bool | None = None,
+) -> Iterator[np.ndarray]:
+    """Token ids of ``texts`` in order, ``sep_id`` between consecutive texts, as int64 arrays.
+
+    Long texts are encoded in chunks with ``encode_batch`` (parallel) when that is exact for
+    this tokenizer (see :func:`can_chunk`). No post-processor specials are added.
+    """
+    if chunk is None:
+        chunk = can_chunk(tokenizer)
+    sep = np.array([sep_id], dtype=np.int64) if sep_id is not None else None
+    pending: list[str | None] = []  # None marks a separator
+    pending_chars = 0
+
+    def flush() -> Iterator[np.ndarray]:
+        strings = [p for p in pending if p is not None]
+        encodings = iter(tokenizer.encode_batch(strings, add_special_tokens=False)) if strings else iter(())
+        for p in pending:
+            if p is None:
+                yield sep  # type: ignore[misc]
+            else:
+                yield np.asarray(next(encodings).ids, dtype=np.int64)
+        pending.clear()
+
+    for k, text in enumerate(texts):
+        if sep is not None and (k > 0 or leading_sep):
+            pending.append(None)
+        for piece in chunk_text(text) if chunk else [text]:
+            pending.append(piece)
+            pending_chars += len(piece)
+            if pending_chars >= _BATCH_CHARS:
+                yield from flush()
+                pending_chars = 0
+    yield from flush()
+
+
+def _cache_key(files: list[Path], tokenizer_json: str, text_field: str, eos_id: int | None, val_fraction: float) -> str:
+    stats = []
+    for f in files:
+        st = f.stat()
+        stats.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    blob = json.dumps(
+        {
+            "format": _FORMAT,
+            "tokenizer": hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest(),
+            "files": stats,
+            "text_field": text_field,
+            "eos_id": eos_id,
+            "val_fraction": val_fraction,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write ``path`` via a temporary file in the same directory, fsync, then os.replace."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _split_documents(texts: list[str], val_fraction: float) -> tuple[list[str], list[str], bool]:
+    """Split the concatenated text at ``floor((1 - val_fraction) * n_chars)``, moved to a line start.
+
+    Returns (train_pieces, val_pieces, split_at_document_boundary).
+    """
+    n_chars = sum(len(t) for t in texts)
+    # (the small epsilon keeps e.g. (1 - 0.25) * 68 from flooring to 50.999... -> 50)
+    split = n_chars if val_fraction <= 0 else math.floor((1.0 - val_fraction) * n_chars + 1e-6)
+    acc = 0
+    for k, text in enumerate(texts):
+        if acc + len(text) > split:
+            local = split - acc
+            if local > 0 and text[local - 1] != "\n":
+                nl = text.find("\n", local, local + _NEWLINE_SEARCH)
+                # move to the next line start, unless that would leave no validation text
+                if 0 <= nl and (nl + 1 < len(text) or k + 1 < len(texts)):
+                    local = nl + 1
+            if local == len(text):  # the split fell on the end of this document
+                k, local = k + 1, 0
+                text = texts[k]
+            train = texts[:k] + ([text[:local]] if local > 0 else [])
+            val = [text[local:]] + texts[k + 1 :]
+            return train, val, local == 0 and k > 0
+        acc += len(text)
+    return list(texts), [], False
+
+
+def _build(
+    paths: PathLike | Iterable[PathLike],
+    tokenizer: Tokenizer,
+    text_field: str,
+    eos_id: int | None,
+    val_fraction: float,
+    bin_path: Path,
+    meta_path: Path,
+    dtype: np.dtype,
+    key: str,
+) -> dict:
+    docs = list(read_documents(paths, text_field))
+    texts = [d.text for d in docs]
+    sources = list(dict.fromkeys(d.source for d in docs))
+    train_pieces, val_pieces, boundary = _split_documents(texts, val_fraction)
+    chunk = can_chunk(tokenizer)
+    counts = {"train": 0, "val": 0}
+
+    def write(f) -> None:
+        for name, pieces, leading in (("train", train_pieces, False), ("val", val_pieces, boundary)):
+            for ids in encode_stream(tokenizer, pieces, eos_id, leading_sep=leading, chunk=chunk):
+                f.write(ids.astype(dtype).tobytes())
+                counts[name] += len(ids)
+
+    _atomic_write(bin_path, write)
+    meta = {
+        "format": _FORMAT,
+        "key": key,
+        "dtype": dtype.name,
+        "n_tokens": counts["train"] + counts["val"],
+        "n_train_tokens": counts["train"],
+        "n_val_tokens": counts["val"],
+        "n_chars": sum(len(t) for t in texts),
+        "n_bytes": sum(len(t.encode("utf-8")) for t in texts),
+        "val_chars": sum(len(t) for t in val_pieces),
+        "val_bytes": sum(len(t.encode("utf-8")) for t in val_pieces),
+        "val_fraction": val_fraction,
+        "eos_id": eos_id,
+        "text_field": text_field,
+        "sources": sources,
+    }
+    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
+    return meta
+
+
+def _load_meta(bin_path: Path, meta_path: Path, key: str) -> dict | None:
+    """The sidecar of a complete, matching cache entry, or None."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        ok = meta.get("format") == _FORMAT and meta.get("key") == key
+        if ok and bin_path.stat().st_size == meta["n_tokens"] * itemsize:
+            return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def build_token_splits(
+    paths: PathLike | Iterable[PathLike],
+    tokenizer: Tokenizer,
+    cache_dir: PathLike,
+    val_fraction: float = 0.1,
+    text_field: str = "text",
+    eos_id: int | None = None,
+) -> TokenSplits:
+    """Tokenise the documents in ``paths`` (or reuse the cache) and split off the last ``val_fraction``.
+
+    The split is made in the text: at character ``floor((1 - val_fraction) * n_chars)`` of the
+    concatenated documents, moved forward to the next line start when one is near, and the two
+    parts are tokenised separately, so ``val_chars``/``val_bytes`` are exact. Documents are
+    separated by ``eos_id`` when given. ``val_fraction=0`` gives an empty validation split.
+    """
+    if not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(
+            f"val_fraction must be at least 0 and below 1 (for example 0.1), got {val_fraction!r}"
+        )
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if eos_id is not None and not 0 <= eos_id < vocab_size:
+        raise TokenizerError(
+            f"eos_id {eos_id} is outside the tokenizer's vocabulary (0..{vocab_size - 1}); "
+            f"pass the id of its end-of-text token or None"
+        )
+    dtype = token_dtype(vocab_size)
+    files = [f for _, fs in list_files(paths) for f in fs]
+    key = _cache_key(files, tokenizer.to_str(), text_field, eos_id, float(val_fraction))
+    cache = Path(os.path.expanduser(os.fspath(cache_dir)))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create cache directory {str(cache)!r} ({e.strerror or e}); choose a writable one") from None
+    bin_path, meta_path = cache / f"tokens-{key}.bin", cache / f"tokens-{key}.json"
+
+    meta = _load_meta(bin_path, meta_path, key)
+    reused = meta is not None
+    if meta is None:
+        meta = _build(paths, tokenizer, text_field, eos_id, float(val_fraction), bin_path, meta_path, dtype, key)
+
+    n_train = meta["n_train_tokens"]
+    if meta["n_tokens"] > 0:
+        tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["n_tokens"],))
+    else:  # numpy cannot map an empty file
+        tokens = np.zeros(0, dtype=np.dtype(meta["dtype"]))
+    return TokenSplits(
+        train=tokens[:n_train],
+        val=tokens[n_train:],
+        n_chars=meta["n_chars"],
+        n_bytes=meta["n_bytes"],
+        val_chars=meta["val_chars"],
+        val_bytes=meta["val_bytes"],
+        sources=list(meta["sources"]),
+        cache_path=str(bin_path),
+        reused=reused,
+    )

@@ -1,0 +1,95 @@
+"""Perplexity and bits per character/byte of a causal LM on held-out text.
+
+Text longer than the context is scored with a sliding window: each window advances by
+``stride`` tokens and only the targets not scored by an earlier window count, so every token
+is predicted once, with at least ``context - stride`` tokens of history (except the first).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError
+
+
+@dataclass
+class PerplexityResult:
+    loss: float
+    """Mean negative log-likelihood per token, in nats."""
+    perplexity: float
+    bits_per_char: float
+    bits_per_byte: float
+    n_tokens: int
+    n_chars: int
+    n_bytes: int
+    context: int
+    stride: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, n_new) for inputs ids[start:end], targets ids[start+1:end+1], of which the
+    last n_new are scored. Targets 1..n-1 are each scored exactly once."""
+    out, scored, s = [], 0, 0
+    while scored < n - 1:
+        e = min(s + context, n - 1)
+        out.append((s, e, e - scored))
+        scored = e
+        s += stride
+    return out
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, ids: list[int], *, n_chars: int, n_bytes: int,
+               stride: int | None = None, batch_size: int = 8, bos_id: int | None = None
+               ) -> PerplexityResult:
+    """Score the token sequence ``ids`` (of a text with ``n_chars`` characters / ``n_bytes``
+    UTF-8 bytes). With ``bos_id`` the first token is predicted from it, else it is skipped."""
+    context = model.cfg.context_length
+    stride = stride or max(1, context // 2)
+    if not 0 < stride <= context:
+        raise DataError(f"stride must be in 1..{context} (the model's context), got {stride}")
+    if bos_id is not None:
+        ids = [bos_id] + list(ids)
+    if len(ids) < 2:
+        raise DataError("the evaluation text is too short: it needs at least 2 tokens")
+    device = next(model.parameters()).device
+    data = torch.tensor(ids, dtype=torch.long)
+    spans = windows(len(ids), context, stride)
+    total_nll, total_n = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(spans), batch_size):
+        group = spans[i:i + batch_size]
+        width = max(e - s for s, e, _ in group)
+        x = torch.zeros(len(group), width, dtype=torch.long)
+        y = torch.full((len(group), width), -100, dtype=torch.long)
+        for row, (s, e, n_new) in enumerate(group):
+            x[row, : e - s] = data[s:e]
+            y[row, e - s - n_new: e - s] = data[s + 1 + (e - s - n_new): e + 1]
+        logits = model(x.to(device)).float()  # (b, T, V)
+        nll = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), ignore_index=-100,
+                              reduction="sum")
+        total_nll += float(nll)
+        total_n += int((y != -100).sum())
+    model.train(was_training)
+    loss = total_nll / total_n
+    return PerplexityResult(
+        loss=loss, perplexity=math.exp(loss),
+        bits_per_char=total_nll / math.log(2) / max(1, n_chars),
+        bits_per_byte=total_nll / math.log(2) / max(1, n_bytes),
+        n_tokens=total_n, n_chars=n_chars, n_bytes=n_bytes, context=context, stride=stride)
+
+
+def text_perplexity(model: nn.Module, tokenizer, text: str, *, stride: int | None = None,
+                    batch_size: int = 8, bos_id: int | None = None) -> PerplexityResult:
+    ids = tokenizer.encode(text).ids
+    return perplexity(model, ids, n_chars=len(text), n_bytes=len(text.encode("utf-8")),
+                      stride=stride, batch_size=batch_size, bos_id=bos_id)

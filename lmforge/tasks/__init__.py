@@ -1,0 +1,1 @@
+"""One module per job, wiring model + objective + data + trainer/generator."""

@@ -1,0 +1,253 @@
+"""The training loop, shared by every objective.
+
+The trainer knows nothing about the model family or the task: it gets a model, an objective
+(``loss = objective(model, batch)``), a function that returns the batch for (step, micro-step),
+and a function that yields validation batches. It owns the optimiser, schedule, precision,
+gradient accumulation/clipping, evaluation, logging, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from ..errors import TrainingError
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .distributed import DistInfo, barrier, init_distributed, resolve_device
+from .metrics import MetricsLog
+from .optim import lr_at, make_optimizer
+
+Batch = object
+Objective = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    train_loss: float
+    val_loss: float | None
+    best_val_loss: float | None
+    tokens: int
+    elapsed_s: float
+    tokens_per_s: float
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train_batch: Callable[[int, int, int], Batch],  # (step, micro_step, rank) -> batch
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        eval_batches: Callable[[], Iterable[Batch]] | None = None,
+        tokens_per_batch: int = 0,
+        on_save: Callable[[nn.Module, dict], None] | None = None,
+        dist_info: DistInfo | None = None,
+    ):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.dist = dist_info or init_distributed("cuda" if cfg.device.startswith("cuda") or
+                                                  (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(cfg.device, self.dist)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.train_batch = train_batch
+        self.eval_batches = eval_batches
+        self.tokens_per_step = tokens_per_batch * cfg.grad_accum * self.dist.world_size
+        self.on_save = on_save
+        self.dtype = autocast_dtype(cfg.dtype, self.device)
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.train_model = model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.step = 0
+        self.tokens = 0
+        self.elapsed = 0.0
+        self.best_val: float | None = None
+        self.last_val: float | None = None
+
+    # -- precision ---------------------------------------------------------------------------
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_state(), "tokens": self.tokens, "elapsed": self.elapsed,
+                "best_val": self.best_val, "last_val": self.last_val}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.elapsed, self.best_val = state["elapsed"], state["best_val"]
+        self.last_val = state.get("last_val")
+
+    def save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        path = save_checkpoint(self.ckpt_dir, self.step, self.state_dict(), self.cfg.keep_checkpoints)
+        if self.on_save is not None:
+            self.on_save(self.model, self.summary())
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint; False when there is none."""
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        self.load_state_dict(load_checkpoint(path))
+        return True
+
+    def summary(self) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "elapsed_s": round(self.elapsed, 2),
+                "val_loss": self.last_val, "best_val_loss": self.best_val}
+
+    # -- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        if self.eval_batches is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        total, n = 0.0, 0
+        for batch in self.eval_batches():
+            with self.autocast():
+                total += float(self.objective(self.model, _to_device(batch, self.device)))
+            n += 1
+        self.model.train(was_training)
+        return total / n if n else None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+        """Train to ``cfg.max_steps`` (or ``stop_at``, for tests that simulate a kill)."""
+        cfg = self.cfg
+        if resume:
+            self.resume()
+        log = MetricsLog(self.out_dir, resume_step=self.step if resume else None) \
+            if self.dist.is_main else None
+        bar = None
+        if cfg.progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                       desc="train")
+        self.model.train()
+        end = min(cfg.max_steps, stop_at or cfg.max_steps)
+        t_start, t_window, tok_window = time.perf_counter(), time.perf_counter(), 0
+        elapsed0 = self.elapsed
+        train_loss, stopped_early = math.nan, False
+        while self.step < end:
+            lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+                       max_steps=cfg.max_steps, schedule=cfg.schedule)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=self.device)
+            for micro in range(cfg.grad_accum):
+                batch = _to_device(self.train_batch(self.step, micro, self.dist.rank), self.device)
+                sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
+                ctx = contextlib.nullcontext() if sync else self.train_model.no_sync()
+                with ctx:
+                    with self.autocast():
+                        loss = self.objective(self.train_model, batch) / cfg.grad_accum
+                    self.scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            train_loss = float(loss_sum)
+            if not math.isfinite(train_loss):
+                if bar is not None:
+                    bar.close()
+                last = latest_checkpoint(self.ckpt_dir)
+                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+                raise TrainingError(
+                    f"the training loss became {train_loss} at step {self.step + 1}: training "
+                    f"diverged. Lower train.lr (now {cfg.lr:g}) or set train.grad_clip "
+                    f"(now {cfg.grad_clip:g}); {where}, untouched")
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.tokens += self.tokens_per_step
+            tok_window += self.tokens_per_step
+            self.elapsed = elapsed0 + time.perf_counter() - t_start
+            last_step = self.step == cfg.max_steps
+            if self.step % cfg.log_every == 0 or last_step:
+                now = time.perf_counter()
+                tps = tok_window / max(now - t_window, 1e-9)
+                t_window, tok_window = now, 0
+                if log is not None:
+                    log.log(step=self.step, split="train", loss=train_loss, lr=lr, tokens=self.tokens,
+                            tokens_per_s=round(tps, 1), elapsed_s=round(self.elapsed, 2))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
+                                    val=f"{self.last_val:.4f}" if self.last_val is not None else "-")
+            if bar is not None:
+                bar.update(1)
+            out_of_time = cfg.max_minutes > 0 and self.elapsed >= cfg.max_minutes * 60
+            if self.step % cfg.eval_every == 0 or last_step or out_of_time:
+                if self.dist.is_main:
+                    val = self.evaluate()
+                    if val is not None:
+                        self.last_val = val
+                        self.best_val = val if self.best_val is None else min(self.best_val, val)
+                        if log is not None:
+                            log.log(step=self.step, split="val", loss=val, tokens=self.tokens,
+                                    elapsed_s=round(self.elapsed, 2))
+                barrier(self.dist)
+            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last_step \
+                    or out_of_time:
+                self.save()
+                barrier(self.dist)
+            if out_of_time and not last_step:
+                stopped_early = True
+                break
+        if bar is not None:
+            bar.close()
+        return TrainResult(
+            step=self.step, train_loss=train_loss, val_loss=self.last_val,
+            best_val_loss=self.best_val, tokens=self.tokens, elapsed_s=self.elapsed,
+            tokens_per_s=self.tokens / self.elapsed if self.elapsed else 0.0,
+            stopped_early=stopped_early, history=log.rows if log is not None else [],
+        )

@@ -1,0 +1,30 @@
+"""Loss curves: training and validation loss against step, written as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_loss_curve(rows: list[dict], path: str | Path, title: str = "loss") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for split, style in (("train", "-"), ("val", "o-")):
+        pts = [(r["step"], r["loss"]) for r in rows if r.get("split") == split]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, style, label=split, markersize=3, linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
