@@ -100,6 +100,16 @@ class MultiHeadAttention(nn.Module):
         self.backend = backend
         self.dropout = dropout
 
+    def _fusable(self) -> bool:
+        """Plain linear projections can run as one matrix product (adapters cannot)."""
+        return all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj))
+
+    def _fused_qkv(self, x: torch.Tensor):
+        ps = (self.q_proj, self.k_proj, self.v_proj)
+        w = torch.cat([p.weight for p in ps])  # (Hq*D + 2*Hkv*D, C)
+        b = torch.cat([p.bias for p in ps]) if ps[0].bias is not None else None
+        return F.linear(x, w, b).split([p.out_features for p in ps], dim=-1)
+
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # (B, T, n*D) -> (B, n, T, D)
         B, T, _ = x.shape
         return x.view(B, T, n, self.head_dim).transpose(1, 2)
@@ -118,21 +128,28 @@ class MultiHeadAttention(nn.Module):
         attn_out: list | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self._heads(self.q_proj(x), self.n_head)  # (B, H, T, D)
-        if context is not None and cache is not None and cache.has_static(layer):
-            k, v = cache.static(layer)  # cross-attention K/V computed once per source
+        static = context is not None and cache is not None and cache.has_static(layer)
+        if context is None and self._fusable():
+            q, k, v = self._fused_qkv(x)  # one matrix product instead of three
         else:
-            src = x if context is None else context
-            k = self._heads(self.k_proj(src), self.n_kv_head)  # (B, Hkv, S, D)
-            v = self._heads(self.v_proj(src), self.n_kv_head)
-            if self.rope is not None and context is None:
+            q = self.q_proj(x)
+            if not static:
+                src = x if context is None else context  # (B, S, C)
+                k, v = self.k_proj(src), self.v_proj(src)
+        q = self._heads(q, self.n_head)  # (B, H, T, D)
+        if static:
+            k, v = cache.static(layer)  # cross-attention K/V: computed once per source
+        else:
+            k = self._heads(k, self.n_kv_head)  # (B, Hkv, S, D)
+            v = self._heads(v, self.n_kv_head)
+        if context is None:
+            if self.rope is not None:
                 q = self.rope(q, positions)
                 k = self.rope(k, positions)
             if cache is not None:
-                if context is None:
-                    k, v = cache.update(layer, k, v)  # (B, Hkv, past+T, D)
-                else:
-                    cache.set_static(layer, k, v)
+                k, v = cache.update(layer, k, v)  # (B, Hkv, past+T, D)
+        elif cache is not None and not static:
+            cache.set_static(layer, k, v)
         if self.n_kv_head != self.n_head:
             rep = self.n_head // self.n_kv_head
             k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)

@@ -68,7 +68,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Autocast precision: auto = bf16 (or fp16) on a GPU that has it, float32 on CPU."""
+    """Autocast precision: auto = bf16 on GPUs and on CPUs with hardware bf16 (AVX512-BF16,
+    AMX), fp16 on older GPUs, float32 otherwise. Weights and optimiser state stay fp32."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N, mps."""
     compile: bool = False
