@@ -16,7 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="train a small GPT on real text, evaluate, sample (minutes)")
     q.add_argument("--data", help="your own text (file, directory or JSONL) instead of the default")
     q.add_argument("--out", default="runs/quickstart", help="model directory to write")
-    q.add_argument("--steps", type=int, help="optimiser steps (default 1200)")
+    q.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
     q.add_argument("--prompt", help="prompt for the samples")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 

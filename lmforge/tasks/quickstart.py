@@ -23,8 +23,8 @@ QUICKSTART = {
               "positional": "rope", "bias": False},
     "tokenizer": {"kind": "bpe", "vocab_size": 2048},
     "data": {"val_fraction": 0.05},
-    "train": {"max_steps": 1200, "batch_size": 24, "lr": 2e-3, "min_lr": 1e-4,
-              "warmup_steps": 60, "eval_every": 300, "checkpoint_every": 300,
+    "train": {"max_steps": 1000, "batch_size": 24, "lr": 2e-3, "min_lr": 1e-4,
+              "warmup_steps": 60, "eval_every": 250, "checkpoint_every": 250,
               "eval_batches": 16},
 }
 

@@ -93,6 +93,7 @@ class RunConfig:
     out_dir: str = "runs/lm"
     """The model directory written by this run (checkpoints, logs and plots go inside)."""
     seed: int = 1337
+    """Seeds the model initialisation, dropout and the order of training batches."""
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)

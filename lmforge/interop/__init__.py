@@ -1,0 +1,1 @@
+"""Converting checkpoints between lmforge and other formats (Hugging Face, GGUF)."""

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from lmforge.errors import GenerationError
+from lmforge.inference import GenerationConfig, filter_logits, generate, sample_next
+from lmforge.models import ModelConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, d_model=32, n_layer=2, n_head=4, context_length=16,
+                      positional="rope")
+    return build_model(cfg).eval()
+
+
+def naive_greedy(model, idx, n):
+    """Full forward pass over the (cropped) sequence for every new token, no cache."""
+    seq = idx
+    for _ in range(n):
+        logits = model(seq[:, -model.cfg.context_length:])[:, -1]
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    return seq[:, idx.shape[1]:]
+
+
+def test_cached_greedy_equals_uncached(model):
+    idx = torch.randint(0, 40, (3, 5))
+    out = generate(model, idx, GenerationConfig(max_new_tokens=9, temperature=0))
+    assert torch.equal(out, naive_greedy(model, idx, 9))
+
+
+def test_generation_past_the_context_refills_the_cache(model):
+    idx = torch.randint(0, 40, (1, 10))
+    out = generate(model, idx, GenerationConfig(max_new_tokens=30, temperature=0))
+    assert out.shape == (1, 30)
+    # up to the first refill it matches the uncached decoder exactly
+    assert torch.equal(out[:, :6], naive_greedy(model, idx, 6))
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.1]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
+    assert torch.isfinite(filter_logits(logits, top_k=2)[0, :2]).all()
+    # top_p 0.7: 0.5 alone is not enough, 0.5 + 0.25 reaches it -> keep two
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))[0].tolist()
+    assert kept == [True, True, False, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.1))[0].tolist() == [True, False, False, False]
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).expand(20000, 3)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(sample_next(logits, 1.0, generator=g), minlength=3) / 20000
+    assert torch.allclose(counts, torch.tensor([0.7, 0.2, 0.1]), atol=0.015)
+    assert (sample_next(logits, 0.0) == 0).all()
+
+
+def test_seed_makes_sampling_reproducible(model):
+    idx = torch.randint(0, 40, (1, 4))
+    cfg = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=5)
+    assert torch.equal(generate(model, idx, cfg), generate(model, idx, cfg))
+
+
+def test_eos_stops_every_row(model):
+    idx = torch.randint(0, 40, (2, 4))
+    first = generate(model, idx, GenerationConfig(max_new_tokens=1, temperature=0))
+    eos = int(first[0, 0])
+    out = generate(model, idx[:1], GenerationConfig(max_new_tokens=10, temperature=0), eos_id=eos)
+    assert out.shape[1] == 1
+
+
+def test_prompt_longer_than_context_is_refused(model):
+    with pytest.raises(GenerationError, match="prompt is 17 tokens.*context is 16"):
+        generate(model, torch.zeros(1, 17, dtype=torch.long), GenerationConfig())
+
+
+def test_stream_text_cuts_at_stop_string():
+    from tokenizers import Tokenizer, decoders, models
+
+    from lmforge.inference import stream_text
+
+    chars = "abcdefghij"
+    tok = Tokenizer(models.BPE({c: i for i, c in enumerate(chars)}, []))
+    tok.decoder = decoders.Fuse()
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(vocab_size=10, d_model=16, n_layer=1, n_head=2,
+                                context_length=32)).eval()
+    full = "".join(stream_text(m, tok, "ab", GenerationConfig(max_new_tokens=20, temperature=0)))
+    assert len(full) == 20
+    stop = full[5:7]
+    cut = "".join(stream_text(m, tok, "ab", GenerationConfig(max_new_tokens=20, temperature=0,
+                                                              stop=[stop])))
+    assert cut == full[: full.find(stop)]
