@@ -24,6 +24,18 @@ from lmforge.training import make_optimizer  # noqa: E402
 V, L, H, C, T, B = 65, 6, 6, 384, 256, 12
 
 
+def bf16(make):
+    """The same model trained under bf16 autocast (fp32 weights and optimiser state)."""
+    def build():
+        model, opt, loss_fn = make()
+
+        def autocast_loss(x, y):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return loss_fn(x, y)
+        return model, opt, autocast_loss
+    return build
+
+
 def ours(compile_: bool = False, **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=V, n_layer=L, n_head=H, d_model=C, context_length=T,
@@ -70,7 +82,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, V, (B, T), generator=g)
     y = torch.randint(0, V, (B, T), generator=g)
-    variants = [("transformers GPT2LMHeadModel (peer)", hf), ("lmforge", ours)]
+    variants = [("transformers GPT2LMHeadModel, fp32 (peer)", hf), ("lmforge, fp32", ours),
+                ("transformers GPT2LMHeadModel, bf16 autocast", bf16(hf)),
+                ("lmforge, bf16 autocast (train.dtype=auto here)", bf16(ours))]
     if args.compile:
         variants.append(("lmforge + torch.compile", lambda: ours(True)))
     # interleave the measurements so that machine noise hits both alike
@@ -81,13 +95,17 @@ def main() -> None:
             s = timeit(step_fn(*built[name], x, y), args.warmup, args.steps)
             results[name].append(s)
     peer = min(results[variants[0][0]])
+    peer_bf16 = min(results[variants[2][0]])
     rows = []
     for name, _ in variants:
         s = min(results[name])
-        rows.append([name, f"{s * 1000:.0f} ms", f"{B * T / s:,.0f}", f"{peer / s:.2f}x"])
-    print(f"training step, {L} layers x {C} wide, {H} heads, context {T}, batch {B}, vocab {V}, fp32")
+        same = peer_bf16 if "bf16" in name else peer  # like for like: same precision
+        rows.append([name, f"{s * 1000:.0f} ms", f"{B * T / s:,.0f}", f"{peer / s:.2f}x",
+                     f"{same / s:.2f}x"])
+    print(f"training step, {L} layers x {C} wide, {H} heads, context {T}, batch {B}, vocab {V}")
     print(machine())
-    print(table(["model", "step time", "tokens/s", "vs peer"], rows))
+    print(table(["model", "step time", "tokens/s", "vs fp32 peer", "vs same-precision peer"],
+                rows))
 
 
 if __name__ == "__main__":
