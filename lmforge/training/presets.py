@@ -19,7 +19,7 @@ PRESETS: dict[str, dict] = {
         "model": {"d_model": 192, "n_layer": 4, "n_head": 6, "context_length": 128,
                   "positional": "rope", "bias": False, "dropout": 0.0},
         "tokenizer": {"kind": "char"},
-        "train": {"max_steps": 2500, "batch_size": 32, "lr": 2e-3, "min_lr": 1e-4,
+        "train": {"max_steps": 2000, "batch_size": 32, "lr": 2e-3, "min_lr": 1e-4,
                   "warmup_steps": 100, "eval_every": 250, "checkpoint_every": 500,
                   "eval_batches": 20, "weight_decay": 0.1},
     },
