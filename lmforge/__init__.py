@@ -15,6 +15,7 @@ from .inference import GenerationConfig, generate, generate_text, stream_text  #
 from .io import load_model_dir, save_model_dir  # noqa: E402
 from .models import ModelConfig, build_model  # noqa: E402
 from .tasks.lm import train_lm  # noqa: E402
+from .tasks import train_task  # noqa: E402
 from .tokenizers import load_tokenizer, train_tokenizer  # noqa: E402
 from .training import RunConfig, Trainer, TrainConfig  # noqa: E402
 
@@ -22,5 +23,5 @@ __all__ = [
     "GenerationConfig", "LMForgeError", "ModelConfig", "RunConfig", "TrainConfig", "Trainer",
     "apply_overrides", "build_model", "from_dict", "generate", "generate_text", "load_model_dir",
     "load_tokenizer", "perplexity", "save_model_dir", "stream_text", "text_perplexity", "to_dict",
-    "train_lm", "train_tokenizer",
+    "train_lm", "train_task", "train_tokenizer",
 ]

@@ -6,12 +6,13 @@ from .embedding import TokenEmbedding
 from .feedforward import ACTIVATIONS, FeedForward
 from .kv_cache import KVCache
 from .norms import LayerNorm, RMSNorm, make_norm
-from .positions import (POSITIONAL, LearnedPositions, RotaryEmbedding, SinusoidalPositions,
-                        alibi_bias, alibi_slopes, sinusoidal_table)
+from .positions import (POSITIONAL, ROPE_SCALING, LearnedPositions, RotaryEmbedding,
+                        SinusoidalPositions, alibi_bias, alibi_slopes, rope_inv_freq,
+                        sinusoidal_table)
 
 __all__ = [
-    "ACTIVATIONS", "BACKENDS", "POSITIONAL", "FeedForward", "KVCache", "LayerNorm",
+    "ACTIVATIONS", "BACKENDS", "POSITIONAL", "ROPE_SCALING", "FeedForward", "KVCache", "LayerNorm",
     "LearnedPositions", "MultiHeadAttention", "RMSNorm", "RotaryEmbedding", "SinusoidalPositions",
     "TokenEmbedding", "TransformerBlock", "alibi_bias", "alibi_slopes", "causal_mask",
-    "make_norm", "scaled_dot_product_attention", "sinusoidal_table",
+    "make_norm", "rope_inv_freq", "scaled_dot_product_attention", "sinusoidal_table",
 ]

@@ -13,7 +13,8 @@ from torch import nn
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
 
 
-def _activation(name: str):
+def activation_fn(name: str):
+    """The element-wise function called ``name`` (one of ACTIVATIONS; swiglu's is silu)."""
     if name == "relu":
         return F.relu
     if name == "gelu":
@@ -29,7 +30,7 @@ class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = True,
                  dropout: float = 0.0):
         super().__init__()
-        self.act = _activation(activation)
+        self.act = activation_fn(activation)
         self.gated = activation == "swiglu"
         if self.gated:
             self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)

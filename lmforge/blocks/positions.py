@@ -4,11 +4,18 @@ keys (RoPE), or added to attention scores (ALiBi)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "none")
+ROPE_SCALING: dict[str, tuple[str, ...]] = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+"""RoPE scaling types (Hugging Face's ``rope_type``) and the parameters each one takes."""
 
 
 def sinusoidal_table(max_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -44,9 +51,36 @@ class LearnedPositions(nn.Module):
         return nn.functional.embedding(positions, self.weight)
 
 
-def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
-    """Rotation frequency of each pair of dimensions: theta^(-2i/d).  # (D/2,)"""
-    return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+def rope_inv_freq(head_dim: int, theta: float = 10000.0,
+                  scaling: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """Rotation frequency of each pair of dimensions: theta^(-2i/d), optionally rescaled for
+    longer contexts (``scaling``: see :data:`ROPE_SCALING`).  # (D/2,)"""
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    if scaling is None:
+        return inv
+    kind = scaling.get("rope_type")
+    if kind == "linear":  # position interpolation: every angle divided by the factor
+        return inv / scaling["factor"]
+    if kind == "llama3":
+        return _llama3_inv_freq(inv, **{k: scaling[k] for k in ROPE_SCALING["llama3"]})
+    raise ValueError(f"unknown rope_type {kind!r}; choose one of {', '.join(ROPE_SCALING)}")
+
+
+def _llama3_inv_freq(inv: torch.Tensor, factor: float, low_freq_factor: float,
+                     high_freq_factor: float, original_max_position_embeddings: int) -> torch.Tensor:
+    """Llama 3.1: wavelengths shorter than original_len / high_freq_factor keep their frequency,
+    those longer than original_len / low_freq_factor are divided by ``factor``, and those in
+    between are interpolated smoothly. Same operations, in the same order, as ``transformers``'
+    ``_compute_llama3_parameters``.  (D/2,) -> (D/2,)"""
+    old_len = original_max_position_embeddings
+    low_freq_wavelen = old_len / low_freq_factor
+    high_freq_wavelen = old_len / high_freq_factor
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > low_freq_wavelen, inv / factor, inv)
+    smooth = (old_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(medium, smoothed, scaled)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -143,10 +143,50 @@ def info(model_dir: str) -> dict:
                f"{t.get('elapsed_s', 0):.0f} s; val loss {t.get('val_loss')}, best {t.get('best_val_loss')}")
     if "data" in meta:
         _print(f"data              {', '.join(meta['data'].get('paths', []))}")
+    if "imported_from" in meta:
+        src = meta["imported_from"]
+        _print(f"imported from     {src.get('path')} ({src.get('format')}, "
+               f"model_type {src.get('model_type')})")
     if "saved_at" in meta:
         _print(f"saved             {meta['saved_at']} by lmforge {meta.get('lmforge_version')}")
     _print(f"load time         {lm.load_seconds:.3f} s, peak resident memory {rss_mb:.0f} MB")
     return report
+
+
+def import_model(src: str, out: str, dtype: str | None = None) -> Path:
+    """Convert a Hugging Face model directory (or a GGUF file) into an lmforge model directory."""
+    from ..io import read_config
+
+    t0 = time.perf_counter()
+    if Path(src).suffix.lower() == ".gguf":
+        from ..interop.gguf import import_gguf
+
+        path = import_gguf(src, out, dtype)
+    else:
+        from ..interop import import_hf
+
+        path = import_hf(src, out, dtype)
+    cfg = read_config(path)
+    source = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("imported_from", {})
+    _print(f"imported {src} in {time.perf_counter() - t0:.1f} s -> {path}")
+    _print(f"  family            {source.get('family')} (model_type {source.get('model_type')}), "
+           f"{source.get('dtype')} weights")
+    _print(f"  architecture      {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head} heads "
+           f"({cfg.n_kv_head or cfg.n_head} kv), context {cfg.context_length}, vocab {cfg.vocab_size}")
+    return path
+
+
+def export_model(model_dir: str, fmt: str, out: str) -> Path:
+    """Write an lmforge model directory in another format (``hf``: Hugging Face transformers)."""
+    if fmt != "hf":
+        raise ConfigError(f"--format {fmt!r} is not supported; choose hf")
+    from ..interop import export_hf
+
+    path = export_hf(model_dir, out)
+    arch = json.loads((path / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+    _print(f"exported {model_dir} as {arch} -> {path}")
+    _print(f"  load it with transformers.AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    return path
 
 
 def dump_json(obj, path: str | None) -> None:

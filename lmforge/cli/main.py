@@ -63,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="architecture, parameters, tokenizer, provenance")
     i.add_argument("model_dir")
     i.add_argument("--json", help="also write the report to this JSON file")
+
+    im = sub.add_parser("import", help="convert a Hugging Face model directory (GPT-2, Llama, "
+                        "Mistral, Qwen2) into an lmforge model directory")
+    im.add_argument("src", help="Hugging Face model directory (or a .gguf file)")
+    im.add_argument("--out", required=True, help="model directory to write")
+    im.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="cast the weights (default: keep the checkpoint's)")
+
+    ex = sub.add_parser("export", help="write a model directory in another format")
+    ex.add_argument("model_dir")
+    ex.add_argument("--format", default="hf", choices=["hf"],
+                    help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM)")
+    ex.add_argument("--out", required=True, help="directory to write")
     return p
 
 
@@ -89,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                                    args.device, max_chars=args.max_chars), args.json)
         elif args.command == "info":
             c.dump_json(c.info(args.model_dir), args.json)
+        elif args.command == "import":
+            c.import_model(args.src, args.out, args.dtype)
+        elif args.command == "export":
+            c.export_model(args.model_dir, args.format, args.out)
     except LMForgeError as err:
         print(f"lmforge {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -2,11 +2,14 @@
 
 from .batches import batch_offsets, eval_batches, n_eval_windows, sample_batch
 from .builtin import describe_stdlib_corpus, stdlib_corpus_files
+from .pairs import SentencePairs, SpecialIds, pack_pair, split_sentences
 from .sources import Document, count_chars_bytes, list_files, read_documents, read_text_file
 from .tokenized import TokenSplits, build_token_splits, encode_stream, token_dtype
 
 __all__ = [
     "Document",
+    "SentencePairs",
+    "SpecialIds",
     "TokenSplits",
     "batch_offsets",
     "build_token_splits",
@@ -16,9 +19,11 @@ __all__ = [
     "eval_batches",
     "list_files",
     "n_eval_windows",
+    "pack_pair",
     "read_documents",
     "read_text_file",
     "sample_batch",
+    "split_sentences",
     "stdlib_corpus_files",
     "token_dtype",
 ]

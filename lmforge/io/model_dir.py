@@ -52,11 +52,17 @@ def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_model_dir(path: str | Path, model: nn.Module, tokenizer, meta: dict | None = None) -> Path:
+    return write_model_dir(path, model.cfg, _state_dict_untied(model), tokenizer, meta)
+
+
+def write_model_dir(path: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor], tokenizer,
+                    meta: dict | None = None) -> Path:
+    """Write a model directory from a config and a state dict (each tensor once, tied weights
+    left out) without building the model, as converters do."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = _state_dict_untied(model)
     atomic_write(path / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    atomic_write_text(path / CONFIG, json.dumps(to_dict(model.cfg), indent=2) + "\n")
+    atomic_write_text(path / CONFIG, json.dumps(to_dict(cfg), indent=2) + "\n")
     if tokenizer is not None:
         atomic_write_text(path / TOKENIZER, tokenizer.to_str(pretty=True))
     meta = dict(meta or {})
@@ -64,6 +70,20 @@ def save_model_dir(path: str | Path, model: nn.Module, tokenizer, meta: dict | N
     meta.setdefault("lmforge_version", _version())
     atomic_write_text(path / META, json.dumps(meta, indent=2, default=str) + "\n")
     return path
+
+
+def update_meta(path: str | Path, **fields) -> dict:
+    """Add or replace top-level fields of a model directory's meta.json; returns the result."""
+    f = Path(path) / META
+    meta = {}
+    if f.is_file():
+        try:
+            meta = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{f} is not valid JSON; the file is corrupt") from None
+    meta.update(fields)
+    atomic_write_text(f, json.dumps(meta, indent=2, default=str) + "\n")
+    return meta
 
 
 def _version() -> str:
@@ -111,16 +131,48 @@ def check_vocab(tokenizer, cfg: ModelConfig, where: str) -> None:
             "use the tokenizer.json the model was trained with (or retrain the model with this one)")
 
 
-def load_state(path: Path, model: nn.Module) -> None:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``path/model.safetensors`` by lmforge name, in their stored dtype."""
     f = path / WEIGHTS
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
     try:
-        tensors = load_file(str(f))
+        return load_file(str(f))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{f} is corrupt or truncated ({e}); re-export or retrain the model") from None
+
+
+def check_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a state dict whose names or shapes do not fit ``cfg`` (compared with the model
+    built on the meta device, so nothing is allocated). Tied tensors may be absent."""
+    with torch.device("meta"):
+        ref = build_model(cfg)
+    tied = ref.tied_keys() if hasattr(ref, "tied_keys") else set()
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(want.keys() - have.keys() - tied)
+    unexpected = sorted(have.keys() - want.keys())
+    wrong = [f"{k} {have[k]} (config needs {want[k]})" for k in sorted(want.keys() & have.keys())
+             if have[k] != want[k]]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{where}: the weights do not fit the config: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+
+
+def read_meta(path: Path) -> dict:
+    if not (path / META).is_file():
+        return {}
+    try:
+        return json.loads((path / META).read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {"warning": f"{path / META} is not valid JSON"}
+
+
+def load_state(path: Path, model: nn.Module) -> None:
+    f = path / WEIGHTS
+    tensors = read_weights(path)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    tied = {"lm_head.weight"} if getattr(model.cfg, "tie_embeddings", False) else set()
+    tied = model.tied_keys() if hasattr(model, "tied_keys") else set()
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise CheckpointError(f"{f} does not match config.json: missing {missing[:5]}, "
@@ -142,10 +194,4 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
             raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         model.to(DTYPES[dtype])
     model.to(device).eval()
-    meta = {}
-    if (path / META).is_file():
-        try:
-            meta = json.loads((path / META).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            meta = {"warning": f"{path / META} is not valid JSON"}
-    return LoadedModel(model, tokenizer, cfg, meta, path, time.perf_counter() - t0)
+    return LoadedModel(model, tokenizer, cfg, read_meta(path), path, time.perf_counter() - t0)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..blocks import KVCache
 from .config import ModelConfig
-from .transformer import Transformer, init_weights
+from .transformer import Transformer, count_params, init_weights
 
 
 class CausalLM(nn.Module):
@@ -37,12 +37,10 @@ class CausalLM(nn.Module):
                        max_len or cfg.context_length, cfg.dim_head,
                        dtype=dtype or p.dtype, device=device or p.device)
 
+    def tied_keys(self) -> set[str]:
+        """State-dict keys that alias another tensor (stored once in a model directory)."""
+        return {"lm_head.weight"} if self.cfg.tie_embeddings else set()
+
     def num_params(self, trainable_only: bool = False) -> int:
         """Parameter count, tied weights counted once."""
-        seen, n = set(), 0
-        for p in self.parameters():
-            if id(p) in seen or (trainable_only and not p.requires_grad):
-                continue
-            seen.add(id(p))
-            n += p.numel()
-        return n
+        return count_params(self, trainable_only)

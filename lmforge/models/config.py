@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from ..blocks.positions import ROPE_SCALING
 from ..errors import ConfigError
 
 
 @dataclass
 class ModelConfig:
-    arch: Literal["decoder"] = "decoder"
-    """Which model to assemble: ``decoder`` = causal language model (GPT, Llama)."""
+    arch: Literal["decoder", "encoder"] = "decoder"
+    """Which model to assemble: ``decoder`` = causal language model (GPT, Llama); ``encoder``
+    = bidirectional encoder with masked-LM / next-sentence heads (BERT)."""
     vocab_size: int = 0
     """Output/input vocabulary; 0 = take it from the tokenizer."""
     context_length: int = 256
@@ -34,8 +36,16 @@ class ModelConfig:
     """True: x + f(norm(x)) (GPT-2, Llama). False: norm(x + f(x)) (original Transformer)."""
     positional: Literal["learned", "sinusoidal", "rope", "alibi", "none"] = "learned"
     rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    """RoPE frequency scaling (as in Hugging Face): {rope_type = "linear", factor = F} or
+    {rope_type = "llama3", factor, low_freq_factor, high_freq_factor,
+    original_max_position_embeddings}; None = plain RoPE."""
     bias: bool = True
     """Biases in the linear layers and LayerNorms."""
+    attn_bias: bool | None = None
+    """Biases in the attention projections (q/k/v/o); None = ``bias``."""
+    ff_bias: bool | None = None
+    """Biases in the feed-forward projections; None = ``bias``."""
     tie_embeddings: bool = True
     """Share the token embedding matrix with the output projection."""
     dropout: float = 0.0
@@ -43,6 +53,15 @@ class ModelConfig:
     attention: Literal["fused", "explicit"] = "fused"
     """Attention backend: torch's fused SDPA kernel, or the explicit formula."""
     init_std: float = 0.02
+    type_vocab_size: int = 0
+    """Token-type (segment) embeddings added to the token embeddings (BERT: 2); 0 = none."""
+    embed_norm: bool = False
+    """Normalise the summed embeddings before the first block (BERT)."""
+    heads: Literal["mlm+nsp", "mlm", "none"] = "mlm+nsp"
+    """Encoder only: pre-training heads on top of the encoder: masked-LM and next-sentence
+    prediction, masked-LM only, or none (a bare encoder, e.g. for sentence embeddings)."""
+    pooler: bool = True
+    """Encoder only: BERT's pooler (dense + tanh on the first token); the NSP head reads it."""
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ConfigError:
@@ -61,6 +80,28 @@ class ModelConfig:
             raise bad("positional", "rope needs an even head dimension")
         if not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.type_vocab_size < 0:
+            raise bad("type_vocab_size", f"must be >= 0 (0 = no token types), got {self.type_vocab_size}")
+        if self.arch == "encoder" and "nsp" in self.heads and not self.pooler:
+            raise bad("pooler", "the NSP head reads the pooled first token: set pooler = true, "
+                      "or heads = \"mlm\" / \"none\"")
+        if self.rope_scaling is not None:
+            problem = _rope_scaling_problem(self.rope_scaling, self.positional)
+            if problem:
+                raise bad("rope_scaling", problem)
+
+    @property
+    def use_attn_bias(self) -> bool:
+        return self.bias if self.attn_bias is None else self.attn_bias
+
+    @property
+    def use_ff_bias(self) -> bool:
+        return self.bias if self.ff_bias is None else self.ff_bias
+
+    @property
+    def causal(self) -> bool:
+        """Whether a position attends only to itself and earlier positions."""
+        return self.arch == "decoder"
 
     @property
     def dim_head(self) -> int:
@@ -73,3 +114,26 @@ class ModelConfig:
         if self.activation == "swiglu":
             return -(-int(8 * self.d_model / 3) // 64) * 64
         return 4 * self.d_model
+
+
+def _rope_scaling_problem(scaling: dict[str, Any], positional: str) -> str | None:
+    """What is wrong with a ``rope_scaling`` table, or None."""
+    if positional != "rope":
+        return f"only applies to positional = 'rope' (this model uses {positional!r})"
+    kind = scaling.get("rope_type")
+    if kind not in ROPE_SCALING:
+        return f"rope_type {kind!r} is not supported; choose one of {', '.join(ROPE_SCALING)}"
+    need = ROPE_SCALING[kind]
+    missing = [k for k in need if k not in scaling]
+    unknown = [k for k in scaling if k != "rope_type" and k not in need]
+    if missing or unknown:
+        return (f"rope_type {kind!r} takes exactly {', '.join(need)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+    for k in need:
+        v = scaling[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            return f"{k} must be a positive number, got {v!r}"
+    if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        return "high_freq_factor must be greater than low_freq_factor"
+    return None

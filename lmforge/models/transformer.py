@@ -14,31 +14,39 @@ from torch import nn
 
 from ..blocks import (FeedForward, KVCache, LearnedPositions, MultiHeadAttention, RotaryEmbedding,
                       SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
-                      alibi_slopes, make_norm)
+                      alibi_slopes, make_norm, rope_inv_freq)
+from ..errors import ConfigError
 from .config import ModelConfig
 
 
 def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None) -> TransformerBlock:
-    attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.bias, rope=rope,
-                              backend=cfg.attention, dropout=cfg.dropout, head_dim=cfg.head_dim)
-    ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.bias)
+    attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias,
+                              rope=rope, backend=cfg.attention, dropout=cfg.dropout,
+                              head_dim=cfg.head_dim)
+    ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.use_ff_bias)
     norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
     return TransformerBlock(attn, ff, norm(), norm(), prenorm=cfg.prenorm, dropout=cfg.dropout)
 
 
 class Transformer(nn.Module):
-    """Decoder-style backbone (causal self-attention) configured by ``ModelConfig``."""
-
-    causal = True
+    """Transformer backbone configured by ``ModelConfig``: causal self-attention for
+    ``arch = "decoder"``, bidirectional for ``arch = "encoder"``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.causal = cfg.causal
         self.embed = TokenEmbedding(cfg.vocab_size, cfg.d_model)
         self.pos = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(
             cfg.positional, lambda *a: None)(cfg.context_length, cfg.d_model)
-        rope = (RotaryEmbedding(cfg.dim_head, cfg.context_length, cfg.rope_theta)
-                if cfg.positional == "rope" else None)
+        self.token_type = (TokenEmbedding(cfg.type_vocab_size, cfg.d_model)
+                           if cfg.type_vocab_size else None)
+        self.embed_norm = (make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+                           if cfg.embed_norm else None)
+        rope = None
+        if cfg.positional == "rope":
+            inv_freq = rope_inv_freq(cfg.dim_head, cfg.rope_theta, cfg.rope_scaling)  # (D/2,)
+            rope = RotaryEmbedding(cfg.dim_head, cfg.context_length, inv_freq=inv_freq)
         if cfg.positional == "alibi":
             self.register_buffer("alibi", alibi_slopes(cfg.n_head), persistent=False)
         else:
@@ -53,6 +61,7 @@ class Transformer(nn.Module):
         *,
         positions: torch.Tensor | None = None,  # (T,) or (B, T); default past..past+T-1
         padding_mask: torch.Tensor | None = None,  # (B, past+T) bool, True = real token
+        token_type_ids: torch.Tensor | None = None,  # (B, T) segment ids; default all 0
         cache: KVCache | None = None,
         attn_out: list | None = None,  # if given, each layer appends its (B, H, T, S) weights
     ) -> torch.Tensor:  # (B, T, C)
@@ -63,18 +72,40 @@ class Transformer(nn.Module):
         x = self.embed(idx)  # (B, T, C)
         if self.pos is not None:
             x = x + self.pos(positions)
+        if self.token_type is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(idx)  # (B, T)
+            x = x + self.token_type(token_type_ids)
+        elif token_type_ids is not None:
+            raise ConfigError("token_type_ids given, but this model has no token-type embeddings "
+                              "(model.type_vocab_size = 0); leave them out")
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.drop(x)
         mask = padding_mask[:, None, None, :] if padding_mask is not None else None  # (B,1,1,S)
         bias = None
         if self.alibi is not None:
             q_pos = positions if positions.dim() == 1 else positions[0]
             bias = alibi_bias(self.alibi, q_pos, torch.arange(past + T, device=idx.device))
+            if not self.causal:  # both directions penalised by distance: -slope * |q - k|
+                bias = -bias.abs()
         for i, layer in enumerate(self.layers):
             x = layer(x, positions=positions, mask=mask, bias=bias, is_causal=self.causal,
                       cache=cache, layer=i, attn_out=attn_out)
         if cache is not None:
             cache.advance(T)
         return self.norm(x) if self.norm is not None else x
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Parameter count, tied weights counted once."""
+    seen, n = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        n += p.numel()
+    return n
 
 
 def init_weights(model: nn.Module, std: float, n_layer: int) -> None:

@@ -1,5 +1,7 @@
 """Training objectives: each turns (model, batch) into a scalar loss."""
 
 from .causal_lm import causal_lm_loss
+from .mlm import mask_batch, mask_tokens, mlm_nsp_loss, mlm_nsp_losses, special_tokens_mask
 
-__all__ = ["causal_lm_loss"]
+__all__ = ["causal_lm_loss", "mask_batch", "mask_tokens", "mlm_nsp_loss", "mlm_nsp_losses",
+           "special_tokens_mask"]

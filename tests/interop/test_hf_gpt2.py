@@ -7,7 +7,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from lmforge.inference import GenerationConfig, generate  # noqa: E402
-from lmforge.interop.hf_gpt2 import config_from_hf, state_dict_from_hf  # noqa: E402
+from lmforge.interop.hf.gpt2 import config_from_hf, state_dict_from_hf  # noqa: E402
 from lmforge.models import build_model  # noqa: E402
 
 

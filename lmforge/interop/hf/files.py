@@ -1,0 +1,118 @@
+"""Reading a Hugging Face model directory: config.json, the weights (one safetensors file,
+sharded safetensors with an index, or pytorch_model.bin) and the tokenizer (tokenizer.json, or
+a GPT-2 style vocab.json + merges.txt turned into a byte-level BPE ``tokenizers`` tokenizer)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from ...errors import CheckpointError, ConfigError, TokenizerError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read as JSON ({e})") from None
+
+
+def read_hf_config(src: Path) -> dict:
+    if not src.is_dir():
+        raise CheckpointError(f"{str(src)!r} is not a directory; give a Hugging Face model "
+                              "directory (config.json + weights + tokenizer)")
+    if not (src / "config.json").is_file():
+        raise CheckpointError(f"{src} has no config.json; it is not a Hugging Face model directory")
+    return read_json(src / "config.json")
+
+
+def _load_one(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path} cannot be read ({e}); the file is corrupt or "
+                              "truncated") from None
+
+
+def read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the checkpoint by HF name, shards merged."""
+    for name in WEIGHT_FILES:
+        path = src / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return _load_one(path)
+        shards = sorted(set(read_json(path).get("weight_map", {}).values()))
+        if not shards:
+            raise CheckpointError(f"{path} lists no shards in its weight_map")
+        out: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            if not (src / shard).is_file():
+                raise CheckpointError(f"{path} names the shard {shard}, which is missing")
+            out.update(_load_one(src / shard))
+        return out
+    raise CheckpointError(f"{src} has no weights; looked for {', '.join(WEIGHT_FILES)}")
+
+
+def special_tokens(src: Path) -> dict[str, str]:
+    """{"eos_token": "</s>", ...} from tokenizer_config.json / special_tokens_map.json."""
+    found: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        if (src / name).is_file():
+            data = read_json(src / name)
+            for key in SPECIAL_KEYS:
+                value = data.get(key)
+                value = value.get("content") if isinstance(value, dict) else value
+                if isinstance(value, str):
+                    found.setdefault(key, value)
+    return found
+
+
+def byte_level_bpe(bpe: models.BPE, specials: list[str], split: str | None = None) -> Tokenizer:
+    """A byte-level BPE tokenizer as ``transformers`` builds GPT-2's: words split by GPT-2's
+    regex (or by the regex ``split``, as Llama 3 and Qwen2 do), then mapped to bytes.
+    ``specials`` that are in the vocabulary become special tokens."""
+    tok = Tokenizer(bpe)
+    if split is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    known = tok.get_vocab()
+    tok.add_special_tokens([s for s in dict.fromkeys(specials) if s in known])
+    return tok
+
+
+def read_hf_tokenizer(src: Path) -> Tokenizer:
+    if (src / "tokenizer.json").is_file():
+        try:
+            return Tokenizer.from_file(str(src / "tokenizer.json"))
+        except Exception as e:  # the Rust parser raises plain Exception
+            raise TokenizerError(f"{src / 'tokenizer.json'} cannot be read ({e})") from None
+    vocab, merges = src / "vocab.json", src / "merges.txt"
+    if vocab.is_file() and merges.is_file():
+        specials = [*special_tokens(src).values(), "<|endoftext|>"]
+        try:
+            return byte_level_bpe(models.BPE.from_file(str(vocab), str(merges)), specials)
+        except Exception as e:
+            raise TokenizerError(f"cannot build a BPE tokenizer from {vocab} and {merges} "
+                                 f"({e})") from None
+    raise TokenizerError(
+        f"{src} has no tokenizer.json, and no vocab.json + merges.txt to build one from (a "
+        "SentencePiece tokenizer.model is not read: save the tokenizer with transformers' "
+        "AutoTokenizer.from_pretrained(SRC).save_pretrained(SRC) to get a tokenizer.json)")

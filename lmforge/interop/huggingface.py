@@ -1,0 +1,155 @@
+"""Hugging Face checkpoints in and out for decoder models.
+
+    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2) -> lmforge model dir
+    export_hf(DIR, OUT)   lmforge model directory -> a directory ``transformers`` loads with
+                          AutoModelForCausalLM.from_pretrained (as GPT-2 or Llama)
+
+Both give the same logits as the source. The per-family work (config fields, tensor names)
+lives in ``lmforge.interop.hf``; this module reads, checks and writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import CheckpointError, ConfigError
+from ..io.atomic import atomic_write, atomic_write_text
+from ..io.model_dir import (DTYPES, check_tensors, check_vocab, load_tokenizer_file, read_config,
+                            read_meta, read_weights, write_model_dir)
+from ..models import ModelConfig
+from ..tokenizers import eos_token_id
+from .hf import Family, family_for_config, family_for_model_type
+from .hf.files import read_hf_config, read_hf_tokenizer, read_hf_weights, special_tokens
+
+SOURCE_KEY = "imported_from"
+"""meta.json entry recording where an imported model came from."""
+_BUFFERS = re.compile(r"(^|\.)attn\.(bias|masked_bias)$|rotary_emb\.inv_freq$")
+"""Non-weight buffers some checkpoints carry (GPT-2's causal mask, old Llama's RoPE table)."""
+_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy tensors that share memory with an earlier one (safetensors refuses shared memory)."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr()
+        out[name] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return out
+
+
+def _unused(weights: dict[str, torch.Tensor], used: dict[str, torch.Tensor], family: Family,
+            cfg: ModelConfig) -> list[str]:
+    """Checkpoint tensors the conversion did not read: parts the family does not model."""
+    strip = lambda name: name.removeprefix(family.prefix)  # noqa: E731
+    read = {strip(k) for k in used} | ({"lm_head.weight"} if cfg.tie_embeddings else set())
+    return sorted(k for k in weights if strip(k) not in read and not _BUFFERS.search(k))
+
+
+def _cast(tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, torch.Tensor]:
+    if dtype is None:
+        return tensors
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def _dtype_name(tensors: dict[str, torch.Tensor]) -> str:
+    """The floating-point dtype most of the weights have ("float32", "bfloat16", ...)."""
+    floats = Counter(str(t.dtype).removeprefix("torch.") for t in tensors.values()
+                     if t.is_floating_point())
+    return floats.most_common(1)[0][0] if floats else "float32"
+
+
+def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_dir: str | Path,
+                   dtype: str | None, source: dict) -> Path:
+    """Convert an HF-style config and HF-named tensors (from a Hugging Face directory or a
+    GGUF file) with the family of ``hf["model_type"]``, check them, and write the model
+    directory; ``source`` (format, path, ...) goes to meta.json's ``imported_from``."""
+    where = source["path"]
+    family = family_for_model_type(hf.get("model_type"), where)
+    cfg = family.config_from_hf(hf)
+    check_vocab(tokenizer, cfg, where)
+    tensors = family.state_from_hf(weights, cfg)
+    unused = _unused(weights, family.state_to_hf(tensors, cfg), family, cfg)
+    if unused:
+        more = ", ..." if len(unused) > 5 else ""
+        raise CheckpointError(f"{where}: the checkpoint has tensors a plain {family.architecture} "
+                              f"does not have ({', '.join(unused[:5])}{more}); this variant is "
+                              "not supported")
+    if cfg.tie_embeddings:
+        tensors.pop("lm_head.weight", None)
+    check_tensors(cfg, tensors, where)
+    tensors = _own_storage(_cast(tensors, dtype))
+    meta = {SOURCE_KEY: {**source, "family": family.name, "model_type": hf.get("model_type"),
+                         "dtype": _dtype_name(tensors), "config": hf}}
+    return write_model_dir(out_dir, cfg, tensors, tokenizer, meta)
+
+
+def import_hf(src_dir: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
+    """Convert a Hugging Face model directory (config.json, safetensors or pytorch_model.bin
+    weights, possibly sharded, and a tokenizer) into an lmforge model directory. ``dtype``
+    (float32, bfloat16, float16) casts the weights; None keeps the checkpoint's."""
+    src = Path(src_dir)
+    hf = read_hf_config(src)
+    # refuse an unsupported model type or option before reading the weights
+    family_for_model_type(hf.get("model_type"), str(src / "config.json")).config_from_hf(hf)
+    tokenizer = read_hf_tokenizer(src)
+    source = {"format": "huggingface", "path": str(src.resolve()),
+              "special_tokens": special_tokens(src)}
+    return write_imported(hf, read_hf_weights(src), tokenizer, out_dir, dtype, source)
+
+
+def _token_ids(tokenizer, source: dict) -> dict[str, int]:
+    """bos/eos/pad ids: the original HF config's, else the tokenizer's end-of-text token."""
+    original = source.get("config", {})
+    ids = {k: original[k] for k in _TOKEN_IDS if original.get(k) is not None}
+    eos = eos_token_id(tokenizer)
+    if "eos_token_id" not in ids and eos is not None:
+        ids |= {"bos_token_id": ids.get("bos_token_id", eos), "eos_token_id": eos}
+    return ids
+
+
+def _tokenizer_config(tokenizer, cfg: ModelConfig, source: dict) -> dict:
+    specials = dict(source.get("special_tokens") or {})
+    eos = eos_token_id(tokenizer)
+    if "eos_token" not in specials and eos is not None:
+        specials["eos_token"] = tokenizer.id_to_token(eos)
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.context_length,
+            "clean_up_tokenization_spaces": False, **specials}
+
+
+def export_hf(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write lmforge model directory ``model_dir`` as a Hugging Face model directory:
+    config.json, model.safetensors (HF tensor names), tokenizer.json, tokenizer_config.json.
+    GPT-2-like configs become GPT2LMHeadModel, Llama-like ones LlamaForCausalLM; any other
+    config is refused with the fields that prevent it."""
+    path, out = Path(model_dir), Path(out_dir)
+    cfg = read_config(path)
+    tokenizer = load_tokenizer_file(path)
+    tensors = read_weights(path)
+    check_tensors(cfg, tensors, str(path))
+    source = read_meta(path).get(SOURCE_KEY, {})
+    try:
+        family = family_for_config(cfg, prefer=source.get("family"))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    hf_tensors = _own_storage(family.state_to_hf(tensors, cfg))
+    config = {"architectures": [family.architecture], "model_type": family.name,
+              **family.config_to_hf(cfg), **_token_ids(tokenizer, source),
+              "dtype": _dtype_name(hf_tensors)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "model.safetensors",
+                 lambda p: save_file(hf_tensors, str(p), metadata={"format": "pt"}))
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+    atomic_write_text(out / "tokenizer.json", tokenizer.to_str(pretty=True))
+    atomic_write_text(out / "tokenizer_config.json",
+                      json.dumps(_tokenizer_config(tokenizer, cfg, source), indent=2) + "\n")
+    return out
