@@ -36,19 +36,21 @@ def tokenizer_train(files: list[str], kind: str = "bpe", vocab_size: int = 4096,
 
 def train(config: str | None = None, overrides: list[str] | None = None, preset: str | None = None,
           resume: bool = False, overwrite: bool = False):
-    from ..tasks.lm import train_lm
+    from ..tasks import train_task
     from ..training import RunConfig
 
     if not config and not preset:
         raise ConfigError("give a config file (lmforge train CONFIG.toml) or --preset NAME")
     cfg = RunConfig.load(config, overrides, preset)
-    run = train_lm(cfg, resume=resume, overwrite=overwrite)
+    run = train_task(cfg, resume=resume, overwrite=overwrite)
     r = run.result
     _print(f"done: {r.step} steps, {r.tokens:,} tokens in {r.elapsed_s:.0f} s "
            f"({r.tokens_per_s:,.0f} tokens/s)")
     if r.val_loss is not None:
         _print(f"  validation loss {r.val_loss:.4f} (best {r.best_val_loss:.4f}), "
                f"perplexity {torch.tensor(r.val_loss).exp():.2f}")
+    for name, value in run.metrics.items():
+        _print(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
     _print(f"  model directory  {run.out_dir}")
     if run.plot:
         _print(f"  loss curve       {run.plot}")
