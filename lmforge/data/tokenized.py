@@ -20,6 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import ConfigError, DataError, TokenizerError
+from ..io.atomic import atomic_write
 from .sources import list_files, read_documents
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -150,18 +151,9 @@ def _cache_key(files: list[Path], tokenizer_json: str, text_field: str, eos_id: 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` via a temporary file in the same directory, fsync, then os.replace."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _with_file(path: Path, write) -> None:
+    with open(path, "wb") as f:
+        write(f)
 
 
 def _split_documents(texts: list[str], val_fraction: float) -> tuple[list[str], list[str], bool]:
@@ -215,7 +207,7 @@ def _build(
                 f.write(ids.astype(dtype).tobytes())
                 counts[name] += len(ids)
 
-    _atomic_write(bin_path, write)
+    atomic_write(bin_path, lambda p: _with_file(p, write))
     meta = {
         "format": _FORMAT,
         "key": key,
@@ -232,7 +224,7 @@ def _build(
         "text_field": text_field,
         "sources": sources,
     }
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
+    atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
     return meta
 
 

@@ -8,6 +8,7 @@ from typing import Union
 
 from tokenizers import Tokenizer
 
+from ..io.atomic import atomic_write_text
 from ..errors import TokenizerError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -30,17 +31,7 @@ def save_tokenizer(tok: Tokenizer, path: PathLike) -> Path:
     """
     target = _resolve(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(tok.to_str(pretty=True))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write_text(target, tok.to_str(pretty=True))
     except OSError as e:
         raise TokenizerError(
             f"cannot write tokenizer to {str(target)!r} ({e.strerror or e}); choose a writable path"
