@@ -157,7 +157,7 @@ def info(model_dir: str) -> dict:
 
 def import_model(src: str, out: str, dtype: str | None = None) -> Path:
     """Convert a Hugging Face model directory (or a GGUF file) into an lmforge model directory."""
-    from ..io import read_config
+    from ..io.model_dir import read_config, read_meta
 
     t0 = time.perf_counter()
     if Path(src).suffix.lower() == ".gguf":
@@ -169,7 +169,7 @@ def import_model(src: str, out: str, dtype: str | None = None) -> Path:
 
         path = import_hf(src, out, dtype)
     cfg = read_config(path)
-    source = json.loads((path / "meta.json").read_text(encoding="utf-8")).get("imported_from", {})
+    source = read_meta(path).get("imported_from", {})
     _print(f"imported {src} in {time.perf_counter() - t0:.1f} s -> {path}")
     _print(f"  family            {source.get('family')} (model_type {source.get('model_type')}), "
            f"{source.get('dtype')} weights")
