@@ -47,8 +47,10 @@ def train(config: str | None = None, overrides: list[str] | None = None, preset:
     _print(f"done: {r.step} steps, {r.tokens:,} tokens in {r.elapsed_s:.0f} s "
            f"({r.tokens_per_s:,.0f} tokens/s)")
     if r.val_loss is not None:
-        _print(f"  validation loss {r.val_loss:.4f} (best {r.best_val_loss:.4f}), "
-               f"perplexity {torch.tensor(r.val_loss).exp():.2f}")
+        ppl = f", perplexity {torch.tensor(r.val_loss).exp():.2f}" if cfg.task == "pretrain" else ""
+        _print(f"  validation loss {r.val_loss:.4f} (best {r.best_val_loss:.4f}){ppl}")
+    if run.report:
+        _print(run.report)
     for name, value in run.metrics.items():
         _print(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
     _print(f"  model directory  {run.out_dir}")
@@ -60,13 +62,21 @@ def train(config: str | None = None, overrides: list[str] | None = None, preset:
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
              stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
-             dtype: str | None = None, stream: bool = True) -> list[str]:
-    from ..inference import GenerationConfig, stream_text
+             dtype: str | None = None, stream: bool = True, chat: bool = False) -> list[str]:
+    """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
+    chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
+    import), else at the tokenizer's ``<|endoftext|>``."""
+    from ..inference import ChatSession, GenerationConfig, generation_settings, stream_ids
     from ..io import load_model_dir
-    from ..tokenizers import eos_token_id
 
     lm = load_model_dir(model_dir, device=device, dtype=dtype)
-    eos = eos_token_id(lm.tokenizer)
+    settings = generation_settings(lm.meta, lm.tokenizer)
+    eos = settings.eos_token_ids
+    ids = lm.tokenizer.encode(prompt).ids
+    if chat:
+        session = ChatSession(lm.model, lm.tokenizer, settings=settings)
+        session.messages.append({"role": "user", "content": prompt})
+        ids, eos = session.prompt_ids(), session.stop_ids
     outs = []
     for i in range(num_samples):
         gcfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
@@ -75,9 +85,9 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
         if num_samples > 1:
             _print(f"--- sample {i + 1} ---")
         pieces = []
-        if stream:
+        if stream and not chat:
             print(prompt, end="", flush=True)
-        for piece in stream_text(lm.model, lm.tokenizer, prompt, gcfg, eos):
+        for piece in stream_ids(lm.model, lm.tokenizer, ids, gcfg, eos):
             pieces.append(piece)
             if stream:
                 print(piece, end="", flush=True)
@@ -117,10 +127,15 @@ def info(model_dir: str) -> dict:
     import resource
 
     from ..config import to_dict
+    from ..inference import generation_settings
     from ..io import load_model_dir
 
     lm = load_model_dir(model_dir)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    source = lm.meta.get("imported_from") or lm.meta.get("source")
+    gen = generation_settings(lm.meta, lm.tokenizer)
+    weight_bytes = sum(p.numel() * p.element_size() for p in
+                       {id(p): p for p in lm.model.parameters()}.values())
     cfg = to_dict(lm.config)
     n = lm.model.num_params()
     tok = lm.tokenizer
@@ -128,7 +143,9 @@ def info(model_dir: str) -> dict:
     report = {"path": str(lm.path), "parameters": n, "config": cfg,
               "tokenizer": {"model": tok_kind, "vocab_size": tok.get_vocab_size()},
               "load_seconds": round(lm.load_seconds, 3), "peak_rss_mb": round(rss_mb, 1),
-              "meta": lm.meta}
+              "weight_bytes": weight_bytes, "source": source,
+              "stop_tokens": [lm.tokenizer.id_to_token(i) for i in gen.eos_token_ids],
+              "chat_template": gen.chat_template is not None, "meta": lm.meta}
     _print(f"model directory   {lm.path}")
     _print(f"architecture      {cfg['arch']}: {cfg['n_layer']} layers, d_model {cfg['d_model']}, "
            f"{cfg['n_head']} heads ({cfg.get('n_kv_head') or cfg['n_head']} kv), "
@@ -145,13 +162,18 @@ def info(model_dir: str) -> dict:
                f"{t.get('elapsed_s', 0):.0f} s; val loss {t.get('val_loss')}, best {t.get('best_val_loss')}")
     if "data" in meta:
         _print(f"data              {', '.join(meta['data'].get('paths', []))}")
-    if "imported_from" in meta:
-        src = meta["imported_from"]
-        _print(f"imported from     {src.get('path')} ({src.get('format')}, "
-               f"model_type {src.get('model_type')})")
+    if source:
+        types = ", ".join(source.get("tensor_types") or [])
+        extra = "".join(f", {k} {v}" for k, v in (("name", source.get("name")),
+                                                   ("tensor types", types)) if v)
+        _print(f"imported from     {source.get('path')} ({source.get('format')}, "
+               f"model_type {source.get('model_type')}{extra})")
+    _print(f"generation        stops at {', '.join(report['stop_tokens']) or '(no token)'}; "
+           f"chat template: {'yes' if gen.chat_template else 'no (ChatML is used)'}")
     if "saved_at" in meta:
         _print(f"saved             {meta['saved_at']} by lmforge {meta.get('lmforge_version')}")
-    _print(f"load time         {lm.load_seconds:.3f} s, peak resident memory {rss_mb:.0f} MB")
+    _print(f"load time         {lm.load_seconds:.3f} s, peak resident memory {rss_mb:.0f} MB "
+           f"(weights: {weight_bytes / 2**20:.0f} MiB, memory-mapped until used)")
     return report
 
 
@@ -169,12 +191,19 @@ def import_model(src: str, out: str, dtype: str | None = None) -> Path:
 
         path = import_hf(src, out, dtype)
     cfg = read_config(path)
-    source = read_meta(path).get("imported_from", {})
+    meta = read_meta(path)
+    source = meta.get("imported_from", {})
     _print(f"imported {src} in {time.perf_counter() - t0:.1f} s -> {path}")
     _print(f"  family            {source.get('family')} (model_type {source.get('model_type')}), "
            f"{source.get('dtype')} weights")
+    if source.get("tensor_types"):
+        _print(f"  GGUF tensors      {', '.join(source['tensor_types'])} (dequantised)")
     _print(f"  architecture      {cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head} heads "
            f"({cfg.n_kv_head or cfg.n_head} kv), context {cfg.context_length}, vocab {cfg.vocab_size}")
+    gen = meta.get("generation") or {}
+    if gen:
+        _print(f"  generation        stop ids {gen.get('eos_token_ids')}, chat template: "
+               f"{'yes' if gen.get('chat_template') else 'no'}")
     return path
 
 

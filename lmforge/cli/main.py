@@ -7,6 +7,8 @@ import argparse
 import sys
 
 from ..errors import LMForgeError
+from .chat import add_chat_parser, run_chat
+from .encoder_commands import ENCODER_COMMANDS, add_encoder_parsers, run_encoder_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--chat", action="store_true",
+                   help="answer the prompt as a user message, through the model's chat template")
 
     e = sub.add_parser("eval", help="perplexity and bits per character/byte on held-out text")
     e.add_argument("model_dir")
@@ -65,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", help="also write the report to this JSON file")
 
     im = sub.add_parser("import", help="convert a Hugging Face model directory (GPT-2, Llama, "
-                        "Mistral, Qwen2) into an lmforge model directory")
-    im.add_argument("src", help="Hugging Face model directory (or a .gguf file)")
+                        "Mistral, Qwen2, BERT) or a GGUF file into an lmforge model directory")
+    im.add_argument("src", help="Hugging Face model directory, or a .gguf file (llama, qwen2)")
     im.add_argument("--out", required=True, help="model directory to write")
     im.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                     help="cast the weights (default: keep the checkpoint's)")
@@ -76,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="hf", choices=["hf"],
                     help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM)")
     ex.add_argument("--out", required=True, help="directory to write")
+
+    add_encoder_parsers(sub)  # classify, embed
+    add_chat_parser(sub)
     return p
 
 
@@ -96,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "generate":
             c.generate(args.model_dir, args.prompt, args.max_new_tokens,
                        0.0 if args.greedy else args.temperature, args.top_k, args.top_p,
-                       args.seed, args.stop, args.num_samples, args.device, args.dtype)
+                       args.seed, args.stop, args.num_samples, args.device, args.dtype,
+                       chat=args.chat)
         elif args.command == "eval":
             c.dump_json(c.evaluate(args.model_dir, args.data, args.stride, args.batch_size,
                                    args.device, max_chars=args.max_chars), args.json)
@@ -106,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             c.import_model(args.src, args.out, args.dtype)
         elif args.command == "export":
             c.export_model(args.model_dir, args.format, args.out)
+        elif args.command == "chat":
+            run_chat(args)
+        elif args.command in ENCODER_COMMANDS:
+            run_encoder_command(args)
     except LMForgeError as err:
         print(f"lmforge {args.command}: error: {err}", file=sys.stderr)
         return 2

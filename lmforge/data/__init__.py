@@ -1,13 +1,18 @@
 """Data loading: read text sources, tokenise and cache them, and cut them into batches."""
 
-from .batches import batch_offsets, eval_batches, n_eval_windows, sample_batch
+from .batches import batch_offsets, epoch_indices, eval_batches, n_eval_windows, sample_batch
 from .builtin import describe_stdlib_corpus, stdlib_corpus_files
+from .encode import EncodedTexts, encode_texts, truncate
+from .labeled import LabeledData, LabelVocab, read_labeled
 from .pairs import SentencePairs, SpecialIds, pack_pair, split_sentences
 from .sources import Document, count_chars_bytes, list_files, read_documents, read_text_file
 from .tokenized import TokenSplits, build_token_splits, encode_stream, token_dtype
 
 __all__ = [
     "Document",
+    "EncodedTexts",
+    "LabelVocab",
+    "LabeledData",
     "SentencePairs",
     "SpecialIds",
     "TokenSplits",
@@ -16,14 +21,18 @@ __all__ = [
     "count_chars_bytes",
     "describe_stdlib_corpus",
     "encode_stream",
+    "encode_texts",
+    "epoch_indices",
     "eval_batches",
     "list_files",
     "n_eval_windows",
     "pack_pair",
     "read_documents",
+    "read_labeled",
     "read_text_file",
     "sample_batch",
     "split_sentences",
     "stdlib_corpus_files",
     "token_dtype",
+    "truncate",
 ]

@@ -7,6 +7,7 @@ Evaluation batches are fixed, evenly spaced, non-overlapping windows.
 
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import numpy as np
@@ -99,3 +100,24 @@ def eval_batches(
     offsets = chosen * seq_len
     for start in range(0, len(offsets), batch_size):
         yield _windows(tokens, offsets[start : start + batch_size], seq_len)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 0xE90C]).permutation(n)
+
+
+def epoch_indices(n: int, batch_size: int, seed: int, offset: int) -> np.ndarray:
+    """Rows ``offset .. offset + batch_size - 1`` of an endless stream of epochs, each a seeded
+    permutation of ``range(n)``: every row is seen once per epoch, and the batch at a given
+    offset is a pure function of (n, seed, offset), so a resumed run sees the same batches.
+    For training step s, micro-step m, rank r: offset = ((s * accum + m) * world + r) * batch."""
+    if n < 1 or batch_size < 1:
+        raise DataError(f"need at least one row and batch_size >= 1, got {n} rows, {batch_size}")
+    out, pos = [], offset
+    while len(out) < batch_size:
+        epoch, i = divmod(pos, n)
+        take = _epoch_permutation(n, seed, epoch)[i:i + batch_size - len(out)]
+        out.extend(take.tolist())
+        pos += len(take)
+    return np.asarray(out, dtype=np.int64)

@@ -48,11 +48,15 @@ def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
 
 @torch.no_grad()
 def perplexity(model: nn.Module, ids: list[int], *, n_chars: int, n_bytes: int,
-               stride: int | None = None, batch_size: int = 8, bos_id: int | None = None
-               ) -> PerplexityResult:
+               stride: int | None = None, batch_size: int = 8, bos_id: int | None = None,
+               context: int | None = None) -> PerplexityResult:
     """Score the token sequence ``ids`` (of a text with ``n_chars`` characters / ``n_bytes``
-    UTF-8 bytes). With ``bos_id`` the first token is predicted from it, else it is skipped."""
-    context = model.cfg.context_length
+    UTF-8 bytes). With ``bos_id`` the first token is predicted from it, else it is skipped.
+    ``context`` is the window length (default and at most: the model's context)."""
+    limit = model.cfg.context_length
+    if context is not None and not 0 < context <= limit:
+        raise DataError(f"the window must be in 1..{limit} (the model's context), got {context}")
+    context = context or limit
     stride = stride or max(1, context // 2)
     if not 0 < stride <= context:
         raise DataError(f"stride must be in 1..{context} (the model's context), got {stride}")
@@ -89,7 +93,8 @@ def perplexity(model: nn.Module, ids: list[int], *, n_chars: int, n_bytes: int,
 
 
 def text_perplexity(model: nn.Module, tokenizer, text: str, *, stride: int | None = None,
-                    batch_size: int = 8, bos_id: int | None = None) -> PerplexityResult:
+                    batch_size: int = 8, bos_id: int | None = None,
+                    context: int | None = None) -> PerplexityResult:
     ids = tokenizer.encode(text).ids
     return perplexity(model, ids, n_chars=len(text), n_bytes=len(text.encode("utf-8")),
-                      stride=stride, batch_size=batch_size, bos_id=bos_id)
+                      stride=stride, batch_size=batch_size, bos_id=bos_id, context=context)

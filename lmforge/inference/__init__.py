@@ -1,7 +1,14 @@
-"""Using a trained model: generation with a KV cache and sampling."""
+"""Using a trained model: generation with a KV cache and sampling; encoder embeddings and
+classifier predictions."""
 
-from .generate import GenerationConfig, generate, generate_text, generate_tokens, stream_text
+from .chat import ChatSession
+from .chat_template import render_chat
+from .encoder import Classifier, sentence_embeddings
+from .generate import (GenerationConfig, generate, generate_text, generate_tokens, stream_ids,
+                       stream_text)
 from .sampling import filter_logits, sample_next
+from .settings import GenerationSettings, generation_settings
 
-__all__ = ["GenerationConfig", "filter_logits", "generate", "generate_text", "generate_tokens",
-           "sample_next", "stream_text"]
+__all__ = ["ChatSession", "Classifier", "GenerationConfig", "GenerationSettings", "filter_logits",
+           "generate", "generate_text", "generate_tokens", "generation_settings", "render_chat",
+           "sample_next", "sentence_embeddings", "stream_ids", "stream_text"]

@@ -1,9 +1,11 @@
 """GGUF (llama.cpp) checkpoints -> lmforge model directories.
 
 Reads the ``llama`` architecture (llama.cpp also writes Mistral as ``llama``) and ``qwen2``,
-with tensors stored as F32, F16, BF16, Q8_0, Q4_0 or Q4_1 (dequantised to float32 by the
-``gguf`` package: ``pip install gguf``), and a byte-level BPE tokenizer
-(``tokenizer.ggml.model = "gpt2"``).
+with tensors stored as F32, F16, BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 or the K-quants Q2_K ..
+Q6_K (dequantised to float32 by the ``gguf`` package: ``pip install gguf``), and a byte-level
+BPE tokenizer (``tokenizer.ggml.model = "gpt2"``). The end-of-generation tokens, the BOS token
+and the chat template in the metadata go to meta.json's ``generation`` entry, where
+``lmforge generate`` and ``lmforge chat`` find them.
 
 llama.cpp's converter permutes the rows of each head of the q and k projections of ``llama``
 models (its RoPE rotates adjacent pairs of dimensions, Hugging Face's rotates i with i + D/2);
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Tokenizer, models
+from tokenizers import AddedToken, Tokenizer, models, processors
 
 from ..blocks import rope_inv_freq
 from ..errors import CheckpointError, ConfigError, TokenizerError
@@ -28,15 +30,21 @@ from .hf.files import byte_level_bpe
 from .huggingface import write_imported
 
 ARCHITECTURES = ("llama", "qwen2")
-TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
-SPLIT_REGEX = {  # tokenizer.ggml.pre -> the regex that splits words before BPE (None = GPT-2's)
+TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1",
+                "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SPLIT_REGEX = {  # tokenizer.ggml.pre -> the regex(es) that split words before BPE, applied in
+    # turn (None = GPT-2's), as llama.cpp's llama-vocab.cpp lists them
     "default": None, "gpt2": None,
+    "smollm": (r"\p{N}", None), "starcoder": (r"\p{N}", None),  # digits one by one, then GPT-2's
     "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
              r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
 CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
+EOG_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+              "<|eom_id|>", "<EOT>", "_<EOT>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
+"""Tokens llama.cpp also ends generation at when the vocabulary has them (llama-vocab.cpp)."""
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
            "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
 _BLOCK = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -72,12 +80,16 @@ def unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.transpose(1, 2).reshape(rows, *rest)  # (H, 2, D/2, ...) -> (H*D, ...)
 
 
-def _tensor(t, gguf) -> torch.Tensor:
-    """One GGUF tensor as float32 torch, in PyTorch's dimension order."""
+def _check_type(t, gguf) -> None:
     kind = gguf.GGMLQuantizationType(t.tensor_type).name
     if kind not in TENSOR_TYPES:
         raise CheckpointError(f"tensor {t.name} is stored as {kind}, which is not supported; "
                               f"supported: {', '.join(TENSOR_TYPES)}")
+
+
+def _tensor(t, gguf) -> torch.Tensor:
+    """One GGUF tensor as float32 torch, in PyTorch's dimension order."""
+    _check_type(t, gguf)
     shape = tuple(reversed([int(d) for d in t.shape]))  # GGUF lists the innermost dimension first
     data = gguf.quants.dequantize(t.data, t.tensor_type)
     return torch.from_numpy(np.array(data, dtype=np.float32).reshape(shape))
@@ -155,7 +167,9 @@ def hf_config(meta: dict[str, Any], tensors: dict[str, torch.Tensor],
 
 
 def gguf_tokenizer(meta: dict[str, Any]) -> Tokenizer:
-    """The byte-level BPE tokenizer stored in the GGUF metadata (tokens, merges, types)."""
+    """The byte-level BPE tokenizer stored in the GGUF metadata (tokens, merges, types). With
+    ``tokenizer.ggml.add_bos_token`` it puts the BOS token before each text, as llama.cpp
+    (and the model's Hugging Face tokenizer.json) do."""
     model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "default")
     if model != "gpt2":
         raise TokenizerError(f"GGUF tokenizer model {model!r} is not supported; supported: 'gpt2' "
@@ -173,7 +187,31 @@ def gguf_tokenizer(meta: dict[str, Any]) -> Tokenizer:
     tok = byte_level_bpe(bpe, specials, SPLIT_REGEX[pre])
     tok.add_tokens([AddedToken(t, normalized=False)
                     for t, k in zip(tokens, types) if k == USER_DEFINED])
+    bos = meta.get("tokenizer.ggml.bos_token_id")
+    if meta.get("tokenizer.ggml.add_bos_token") and isinstance(bos, int) and bos < len(tokens):
+        b = tokens[bos]
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{b} $A:0", pair=f"{b} $A:0 {b}:1 $B:1",
+                                          special_tokens=[(b, bos)])])
     return tok
+
+
+def generation_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's ``generation`` entry: the BOS id, the ids that end generation (the EOS,
+    EOT and EOM ids, and the end-of-turn tokens llama.cpp also stops at) and the chat
+    template."""
+    tokens: list[str] = meta.get("tokenizer.ggml.tokens") or []
+    get = lambda key: (v if isinstance(v := meta.get(f"tokenizer.ggml.{key}"), int)  # noqa: E731
+                       and 0 <= v < len(tokens) else None)
+    stops = [get(k) for k in ("eos_token_id", "eot_token_id", "eom_token_id")]
+    stops += [i for i, t in enumerate(tokens) if t in EOG_TOKENS]
+    out = {"bos_token_id": get("bos_token_id"),
+           "eos_token_ids": list(dict.fromkeys(i for i in stops if i is not None)),
+           "pad_token_id": get("padding_token_id"),
+           "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+           "chat_template": meta.get("tokenizer.chat_template")}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def import_gguf(src: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
@@ -189,6 +227,8 @@ def import_gguf(src: str | Path, out_dir: str | Path, dtype: str | None = None) 
             if not name.startswith("GGUF.")}
     architecture(meta)  # refuse before dequantising anything
     tokenizer = gguf_tokenizer(meta)
+    for t in reader.tensors:  # refuse an unsupported type before dequantising the others
+        _check_type(t, gguf)
     tensors = {hf_name(t.name): _tensor(t, gguf) for t in reader.tensors}
     hf = hf_config(meta, tensors, tensors.pop("rope_freqs.weight", None))
     if hf["model_type"] == "llama":  # llama.cpp's converter permuted q and k for its RoPE
@@ -198,8 +238,10 @@ def import_gguf(src: str | Path, out_dir: str | Path, dtype: str | None = None) 
                 tensors[name] = unpermute(tensors[name], n).contiguous()
     types = sorted({gguf.GGMLQuantizationType(t.tensor_type).name for t in reader.tensors})
     tokens = meta["tokenizer.ggml.tokens"]
-    ids = {f"{k}_token": meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unk")}
+    ids = {f"{k}_token": meta.get(f"tokenizer.ggml.{key}_token_id")
+           for k, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"))}
     specials = {k: tokens[i] for k, i in ids.items() if isinstance(i, int) and 0 <= i < len(tokens)}
     source = {"format": "gguf", "path": str(path.resolve()), "tensor_types": types,
-              "special_tokens": specials}
-    return write_imported(hf, tensors, tokenizer, out_dir, dtype, source)
+              "special_tokens": specials, "name": meta.get("general.name")}
+    return write_imported(hf, tensors, tokenizer, out_dir, dtype, source,
+                          generation=generation_settings(meta))

@@ -27,9 +27,8 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..models import ModelConfig, build_model
+from .hf.base import ACTIVATIONS
 
-ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "relu": "relu", "silu": "silu", "swish": "silu"}
 
 _LAYER = r"encoder\.layer\.(\d+)\."
 _OURS = r"encoder.backbone.layers.\1."
@@ -171,9 +170,11 @@ def _sentence_embedding_meta(src: Path) -> dict | None:
     return None
 
 
-def import_bert_dir(src: str | Path, out: str | Path) -> Path:
+def import_bert_dir(src: str | Path, out: str | Path, dtype: str | None = None) -> Path:
     """Convert a Hugging Face BERT folder (config.json, model.safetensors or pytorch_model.bin,
-    tokenizer.json) into an lmforge model directory at ``out``; returns ``out``."""
+    tokenizer.json) into an lmforge model directory at ``out``; returns ``out``. ``dtype``
+    (float32, bfloat16, float16) casts the weights. ``lmforge import`` calls this for
+    ``model_type = "bert"`` (through the family registry, ``lmforge.interop.hf``)."""
     from ..io import save_model_dir
     from ..io.model_dir import check_vocab
     from ..tokenizers import load_tokenizer
@@ -197,8 +198,16 @@ def import_bert_dir(src: str | Path, out: str | Path) -> Path:
     if missing or unexpected:
         raise CheckpointError(f"{src}: the weights do not match its config.json: missing "
                               f"{missing[:5]}, unexpected {unexpected[:5]}")
-    meta = {"task": "import", "source": {"format": "hf-bert", "path": str(src),
-                                         "architectures": hf.get("architectures")},
+    if dtype is not None:
+        from ..io.model_dir import DTYPES
+
+        if dtype not in DTYPES:
+            raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        model.to(DTYPES[dtype])
+    source = {"format": "hf-bert", "path": str(src), "architectures": hf.get("architectures"),
+              "family": "bert", "model_type": "bert",
+              "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    meta = {"task": "import", "source": source, "imported_from": source,
             "parameters": model.num_params()}
     sentence = _sentence_embedding_meta(src)
     if sentence:

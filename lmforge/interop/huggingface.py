@@ -1,6 +1,7 @@
 """Hugging Face checkpoints in and out for decoder models.
 
-    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2) -> lmforge model dir
+    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2; BERT through
+                          lmforge.interop.hf_bert) -> lmforge model dir
     export_hf(DIR, OUT)   lmforge model directory -> a directory ``transformers`` loads with
                           AutoModelForCausalLM.from_pretrained (as GPT-2 or Llama)
 
@@ -25,7 +26,9 @@ from ..io.model_dir import (DTYPES, check_tensors, check_vocab, load_tokenizer_f
 from ..models import ModelConfig
 from ..tokenizers import eos_token_id
 from .hf import Family, family_for_config, family_for_model_type
-from .hf.files import read_hf_config, read_hf_tokenizer, read_hf_weights, special_tokens
+from ..inference.settings import GENERATION_KEY
+from .hf.files import (generation_settings, read_hf_config, read_hf_tokenizer, read_hf_weights,
+                       special_tokens)
 
 SOURCE_KEY = "imported_from"
 """meta.json entry recording where an imported model came from."""
@@ -69,10 +72,11 @@ def _dtype_name(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_dir: str | Path,
-                   dtype: str | None, source: dict) -> Path:
+                   dtype: str | None, source: dict, generation: dict | None = None) -> Path:
     """Convert an HF-style config and HF-named tensors (from a Hugging Face directory or a
     GGUF file) with the family of ``hf["model_type"]``, check them, and write the model
-    directory; ``source`` (format, path, ...) goes to meta.json's ``imported_from``."""
+    directory; ``source`` (format, path, ...) goes to meta.json's ``imported_from``,
+    ``generation`` (BOS/EOS ids, chat template) to its ``generation``."""
     where = source["path"]
     family = family_for_model_type(hf.get("model_type"), where)
     cfg = family.config_from_hf(hf)
@@ -90,6 +94,10 @@ def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_di
     tensors = _own_storage(_cast(tensors, dtype))
     meta = {SOURCE_KEY: {**source, "family": family.name, "model_type": hf.get("model_type"),
                          "dtype": _dtype_name(tensors), "config": hf}}
+    if generation:
+        meta[GENERATION_KEY] = {k: v for k, v in generation.items()
+                                if k not in ("eos_token_ids",)} | {
+            "eos_token_ids": [i for i in generation.get("eos_token_ids", []) if i < cfg.vocab_size]}
     return write_model_dir(out_dir, cfg, tensors, tokenizer, meta)
 
 
@@ -99,12 +107,15 @@ def import_hf(src_dir: str | Path, out_dir: str | Path, dtype: str | None = None
     (float32, bfloat16, float16) casts the weights; None keeps the checkpoint's."""
     src = Path(src_dir)
     hf = read_hf_config(src)
-    # refuse an unsupported model type or option before reading the weights
-    family_for_model_type(hf.get("model_type"), str(src / "config.json")).config_from_hf(hf)
+    family = family_for_model_type(hf.get("model_type"), str(src / "config.json"))
+    if family.import_dir is not None:  # BERT: the family converts the directory itself
+        return family.import_dir(src, Path(out_dir), dtype)
+    family.config_from_hf(hf)  # refuse an unsupported option before reading the weights
     tokenizer = read_hf_tokenizer(src)
     source = {"format": "huggingface", "path": str(src.resolve()),
               "special_tokens": special_tokens(src)}
-    return write_imported(hf, read_hf_weights(src), tokenizer, out_dir, dtype, source)
+    return write_imported(hf, read_hf_weights(src), tokenizer, out_dir, dtype, source,
+                          generation=generation_settings(src, hf, tokenizer))
 
 
 def _token_ids(tokenizer, source: dict) -> dict[str, int]:

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,15 +170,86 @@ def read_meta(path: Path) -> dict:
         return {"warning": f"{path / META} is not valid JSON"}
 
 
-def load_state(path: Path, model: nn.Module) -> None:
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_",
+                   "eye_", "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+                   "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextmanager
+def skip_init():
+    """Build modules without initialising their weights (``torch.nn.init`` functions do
+    nothing inside), for a model whose weights are loaded right after: a model's random
+    initialisation takes longer than reading its weights."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, lambda tensor, *a, **k: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+              "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The weights, floating-point ones cast to ``dtype``. Without a cast they are memory-
+    mapped; with one, each tensor is read into memory, cast and released in turn, so the
+    checkpoint is never resident in two dtypes at once (a mapped file's pages would count)."""
+    if dtype is None:
+        return read_weights(path)
     f = path / WEIGHTS
-    tensors = read_weights(path)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing; the model directory is incomplete")
+    bad = f"{f} is corrupt or truncated; re-export or retrain the model"
+    out = {}
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+            base, size = 8 + n, f.stat().st_size
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                kind, shape = _ST_DTYPES[info["dtype"]], info["shape"]
+                start, end = info["data_offsets"]
+                numel = math.prod(shape)
+                if end - start != numel * kind.itemsize or base + end > size:
+                    raise CheckpointError(f"{bad} (tensor {name})")
+                fh.seek(base + start)
+                buf = bytearray(end - start)
+                if fh.readinto(buf) != len(buf):
+                    raise CheckpointError(f"{bad} (tensor {name})")
+                t = (torch.frombuffer(buf, dtype=kind) if numel else torch.empty(0, dtype=kind))
+                t = t.reshape(shape)
+                out[name] = t.to(dtype) if t.is_floating_point() else t
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{bad} ({e})") from None
+    return out
+
+
+def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -> None:
+    """Load ``path``'s weights into ``model``, the tensors read taking the place of the
+    model's own (tied parameters stay tied); floating-point weights cast to ``dtype``."""
+    f = path / WEIGHTS
+    tensors = _read_cast(path, dtype)
     tied = model.tied_keys() if hasattr(model, "tied_keys") else set()
+    params = dict(model.named_parameters(remove_duplicate=False))
+    alias = {k: next(o for o, p in params.items() if p is params[k] and o not in tied)
+             for k in tied if k in params}  # tied name -> the name it shares a tensor with
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise CheckpointError(f"{f} does not match config.json: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}")
+    for name, source in alias.items():  # assign replaced the shared parameter: share it again
+        owner, _, attr = name.rpartition(".")
+        src_owner, _, src_attr = source.rpartition(".")
+        setattr(model.get_submodule(owner), attr,
+                getattr(model.get_submodule(src_owner), src_attr))
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
@@ -187,11 +260,12 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
     cfg = read_config(path)
     tokenizer = load_tokenizer_file(path)
     check_vocab(tokenizer, cfg, str(path / TOKENIZER))
-    model = build_model(cfg)
-    load_state(path, model)
+    if dtype is not None and dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    with skip_init():
+        model = build_model(cfg)
+    load_state(path, model, DTYPES[dtype] if dtype else None)
     if dtype is not None:
-        if dtype not in DTYPES:
-            raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-        model.to(DTYPES[dtype])
+        model.to(DTYPES[dtype])  # the buffers (RoPE tables); the weights already are
     model.to(device).eval()
     return LoadedModel(model, tokenizer, cfg, read_meta(path), path, time.perf_counter() - t0)

@@ -3,18 +3,27 @@
 from torch import nn
 
 from .causal_lm import CausalLM
+from .classifier import ClassificationHead, SequenceClassifier
 from .config import ModelConfig
 from .encoder import EncoderModel, MaskedLM, MaskedLMOutput
 from .heads import MLMHead, NSPHead, Pooler, pool
 from .transformer import Transformer
 
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"decoder": CausalLM, "encoder": MaskedLM}
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"decoder": CausalLM, "encoder": MaskedLM,
+                                             "classifier": SequenceClassifier}
+
+
+def model_kind(cfg: ModelConfig) -> str:
+    """The MODEL_CLASSES key for a config: ``cfg.arch``, or ``classifier`` for an encoder with
+    ``heads = "classifier"``."""
+    return "classifier" if cfg.arch == "encoder" and cfg.heads == "classifier" else cfg.arch
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """Instantiate the model class for ``cfg.arch`` with freshly initialised weights."""
-    return MODEL_CLASSES[cfg.arch](cfg)
+    """Instantiate the model class for ``cfg`` (:func:`model_kind`) with fresh weights."""
+    return MODEL_CLASSES[model_kind(cfg)](cfg)
 
 
-__all__ = ["CausalLM", "EncoderModel", "MLMHead", "MODEL_CLASSES", "MaskedLM", "MaskedLMOutput",
-           "ModelConfig", "NSPHead", "Pooler", "Transformer", "build_model", "pool"]
+__all__ = ["CausalLM", "ClassificationHead", "EncoderModel", "MLMHead", "MODEL_CLASSES", "MaskedLM",
+           "MaskedLMOutput", "ModelConfig", "NSPHead", "Pooler", "SequenceClassifier",
+           "Transformer", "build_model", "model_kind", "pool"]

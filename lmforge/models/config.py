@@ -57,11 +57,19 @@ class ModelConfig:
     """Token-type (segment) embeddings added to the token embeddings (BERT: 2); 0 = none."""
     embed_norm: bool = False
     """Normalise the summed embeddings before the first block (BERT)."""
-    heads: Literal["mlm+nsp", "mlm", "none"] = "mlm+nsp"
+    heads: Literal["mlm+nsp", "mlm", "none", "classifier"] = "mlm+nsp"
     """Encoder only: pre-training heads on top of the encoder: masked-LM and next-sentence
-    prediction, masked-LM only, or none (a bare encoder, e.g. for sentence embeddings)."""
+    prediction, masked-LM only, or none (a bare encoder, e.g. for sentence embeddings); or
+    ``classifier``: a sequence classifier (:class:`~lmforge.models.SequenceClassifier`)."""
     pooler: bool = True
     """Encoder only: BERT's pooler (dense + tanh on the first token); the NSP head reads it."""
+    n_classes: int | None = None
+    """``heads = "classifier"``: number of classes (at least 2)."""
+    classifier_pooling: Literal["cls", "mean", "max"] | None = None
+    """``heads = "classifier"``: what the classifier reads: ``cls`` = the first token (through
+    the pooler when the model has one), ``mean``/``max`` over real tokens; None = ``cls``."""
+    classifier_dropout: float | None = None
+    """``heads = "classifier"``: dropout before the classifier's linear layer; None = ``dropout``."""
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ConfigError:
@@ -85,6 +93,13 @@ class ModelConfig:
         if self.arch == "encoder" and "nsp" in self.heads and not self.pooler:
             raise bad("pooler", "the NSP head reads the pooled first token: set pooler = true, "
                       "or heads = \"mlm\" / \"none\"")
+        if self.heads == "classifier" and (self.arch != "encoder" or (self.n_classes or 0) < 2):
+            raise bad("n_classes", "a classifier is an encoder (arch = \"encoder\") with "
+                      f"n_classes >= 2, got arch {self.arch!r}, n_classes {self.n_classes}")
+        if self.heads != "classifier" and self.n_classes is not None:
+            raise bad("n_classes", "only classifiers (heads = \"classifier\") have classes")
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise bad("classifier_dropout", f"must be in [0, 1), got {self.classifier_dropout}")
         if self.rope_scaling is not None:
             problem = _rope_scaling_problem(self.rope_scaling, self.positional)
             if problem:

@@ -1,7 +1,9 @@
 """Training objectives: each turns (model, batch) into a scalar loss."""
 
 from .causal_lm import causal_lm_loss
+from .classification import class_weights, classification_loss, classifier_logits
 from .mlm import mask_batch, mask_tokens, mlm_nsp_loss, mlm_nsp_losses, special_tokens_mask
 
-__all__ = ["causal_lm_loss", "mask_batch", "mask_tokens", "mlm_nsp_loss", "mlm_nsp_losses",
+__all__ = ["causal_lm_loss", "class_weights", "classification_loss", "classifier_logits",
+           "mask_batch", "mask_tokens", "mlm_nsp_loss", "mlm_nsp_losses",
            "special_tokens_mask"]

@@ -6,10 +6,15 @@ from ..training import RunConfig
 
 
 def train_task(cfg: RunConfig, **kw):
-    """Train with the task ``cfg.model.arch`` calls for: causal-LM pre-training for
-    ``decoder``, masked-LM (+ next-sentence) pre-training for ``encoder``. Keyword arguments
-    (resume, overwrite, stop_at, ...) go to :func:`~lmforge.tasks.lm.train_lm` or
-    :func:`~lmforge.tasks.mlm.train_mlm`; both return a :class:`~lmforge.tasks.common.TrainRun`."""
+    """Train with the task ``cfg.task`` and ``cfg.model.arch`` call for: ``task = "classify"``
+    fine-tunes an encoder classifier (:func:`~lmforge.tasks.classify.train_classifier`);
+    otherwise causal-LM pre-training for ``decoder``, masked-LM (+ next-sentence) pre-training
+    for ``encoder``. Keyword arguments (resume, overwrite, stop_at, ...) go to that function;
+    each returns a :class:`~lmforge.tasks.common.TrainRun`."""
+    if cfg.task == "classify":
+        from .classify import train_classifier
+
+        return train_classifier(cfg, **kw)
     if cfg.model.arch == "encoder":
         from .mlm import train_mlm
 

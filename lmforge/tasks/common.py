@@ -34,6 +34,8 @@ class TrainRun:
     plot: Path | None
     metrics: dict = field(default_factory=dict)
     """Held-out task metrics (for masked LMs: mlm_accuracy, nsp_accuracy, ...)."""
+    report: str = ""
+    """Anything else worth printing at the end (classifiers: confusion matrices, reports)."""
 
 
 def data_paths(cfg: RunConfig) -> list[str]:
@@ -51,7 +53,7 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
     if not f.is_file():
         return
     old = from_dict(RunConfig, load_file(f))
-    for section in ("model", "data", "tokenizer"):
+    for section in ("model", "data", "tokenizer", "classify"):
         a, b = to_dict(getattr(old, section)), to_dict(getattr(cfg, section))
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "vocab_size")
         if diff:

@@ -1,9 +1,11 @@
 """The training engine: configs, optimiser and schedule, checkpoints, metrics, the loop."""
 
 from .config import DataConfig, RunConfig, TokenizerConfig, TrainConfig
+from .early_stopping import EarlyStopping
+from .classify_config import ClassifyConfig
 from .optim import lr_at, make_optimizer
 from .presets import PRESETS
 from .trainer import Trainer, TrainResult
 
-__all__ = ["DataConfig", "PRESETS", "RunConfig", "TokenizerConfig", "TrainConfig", "TrainResult",
-           "Trainer", "lr_at", "make_optimizer"]
+__all__ = ["DataConfig", "EarlyStopping", "ClassifyConfig", "PRESETS", "RunConfig",
+           "TokenizerConfig", "TrainConfig", "TrainResult", "Trainer", "lr_at", "make_optimizer"]

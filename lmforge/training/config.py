@@ -9,6 +9,7 @@ from typing import Literal
 from ..config import apply_overrides, from_dict, load_file
 from ..errors import ConfigError
 from ..models import ModelConfig
+from .classify_config import ClassifyConfig
 
 
 @dataclass
@@ -94,10 +95,14 @@ class RunConfig:
     """The model directory written by this run (checkpoints, logs and plots go inside)."""
     seed: int = 1337
     """Seeds the model initialisation, dropout and the order of training batches."""
+    task: Literal["pretrain", "classify"] = "pretrain"
+    """pretrain = causal LM (decoder) or masked LM (encoder), by model.arch; classify =
+    fine-tune an encoder for sequence classification, configured by [classify]."""
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     @classmethod
     def load(cls, path: str | None = None, overrides: list[str] | None = None,

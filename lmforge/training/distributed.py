@@ -43,6 +43,15 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (e.g. "stop training" decided after evaluation)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():

@@ -21,7 +21,8 @@ from torch import nn
 from ..errors import TrainingError
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .distributed import DistInfo, barrier, init_distributed, resolve_device
+from .distributed import DistInfo, barrier, broadcast_flag, init_distributed, resolve_device
+from .early_stopping import EarlyStopping
 from .metrics import MetricsLog
 from .optim import lr_at, make_optimizer
 
@@ -87,7 +88,15 @@ class Trainer:
         tokens_per_batch: int = 0,
         on_save: Callable[[nn.Module, dict], None] | None = None,
         dist_info: DistInfo | None = None,
+        evaluate_fn: Callable[[nn.Module], dict] | None = None,
+        early_stopping: EarlyStopping | None = None,
+        on_best: Callable[[nn.Module, dict], None] | None = None,
     ):
+        """``evaluate_fn(model) -> {"loss": ..., other metrics}`` replaces the mean objective
+        over ``eval_batches`` as the evaluation (run in eval mode, without gradients); its
+        numbers are logged with the validation loss. ``early_stopping`` watches one of them:
+        ``on_best(model, summary)`` runs at each new best, and running out of patience ends
+        training (saved, ``stopped_early``); its state is part of the checkpoints."""
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
@@ -100,6 +109,9 @@ class Trainer:
         self.eval_batches = eval_batches
         self.tokens_per_step = tokens_per_batch * cfg.grad_accum * self.dist.world_size
         self.on_save = on_save
+        self.evaluate_fn = evaluate_fn
+        self.early_stopping = early_stopping
+        self.on_best = on_best
         self.dtype = autocast_dtype(cfg.dtype, self.device)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -126,7 +138,8 @@ class Trainer:
         return {"step": self.step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_state(), "tokens": self.tokens, "elapsed": self.elapsed,
-                "best_val": self.best_val, "last_val": self.last_val}
+                "best_val": self.best_val, "last_val": self.last_val,
+                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -136,6 +149,8 @@ class Trainer:
         self.step, self.tokens = state["step"], state["tokens"]
         self.elapsed, self.best_val = state["elapsed"], state["best_val"]
         self.last_val = state.get("last_val")
+        if self.early_stopping is not None and state.get("early_stopping"):
+            self.early_stopping.load_state_dict(state["early_stopping"])
 
     def save(self) -> Path | None:
         if not self.dist.is_main:
@@ -171,6 +186,35 @@ class Trainer:
             n += 1
         self.model.train(was_training)
         return total / n if n else None
+
+    def evaluate_metrics(self) -> dict | None:
+        """The evaluation: ``evaluate_fn``'s metrics, else {"loss": :meth:`evaluate`}."""
+        if self.evaluate_fn is None:
+            val = self.evaluate()
+            return None if val is None else {"loss": val}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            metrics = dict(self.evaluate_fn(self.model))
+        self.model.train(was_training)
+        return metrics
+
+    def _after_eval(self, metrics: dict, log: MetricsLog | None) -> bool:
+        """Record an evaluation; True when early stopping says stop."""
+        val = metrics.get("loss")
+        if val is not None:
+            self.last_val = val
+            self.best_val = val if self.best_val is None else min(self.best_val, val)
+        if log is not None:
+            extra = {k: v for k, v in metrics.items() if k != "loss" and isinstance(v, (int, float))}
+            log.log(step=self.step, split="val", loss=val, tokens=self.tokens,
+                    elapsed_s=round(self.elapsed, 2), **extra)
+        es = self.early_stopping
+        if es is None:
+            return False
+        if es.update(self.step, metrics) and self.on_best is not None:
+            self.on_best(self.model, {**self.summary(), "eval": metrics})
+        return es.should_stop
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
@@ -240,21 +284,18 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             out_of_time = cfg.max_minutes > 0 and self.elapsed >= cfg.max_minutes * 60
+            stop = False
             if self.step % cfg.eval_every == 0 or last_step or out_of_time:
                 if self.dist.is_main:
-                    val = self.evaluate()
-                    if val is not None:
-                        self.last_val = val
-                        self.best_val = val if self.best_val is None else min(self.best_val, val)
-                        if log is not None:
-                            log.log(step=self.step, split="val", loss=val, tokens=self.tokens,
-                                    elapsed_s=round(self.elapsed, 2))
+                    metrics = self.evaluate_metrics()
+                    stop = metrics is not None and self._after_eval(metrics, log)
+                stop = broadcast_flag(stop, self.dist, self.device)
                 barrier(self.dist)
             if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last_step \
-                    or out_of_time:
+                    or out_of_time or stop:
                 self.save()
                 barrier(self.dist)
-            if out_of_time and not last_step:
+            if (out_of_time or stop) and not last_step:
                 stopped_early = True
                 break
         if bar is not None:

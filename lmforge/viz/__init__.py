@@ -1,5 +1,6 @@
 """Pictures people would rather see than read."""
 
+from .classify import plot_confusion_matrix, plot_embedding_clusters
 from .loss_curve import plot_loss_curve
 
-__all__ = ["plot_loss_curve"]
+__all__ = ["plot_confusion_matrix", "plot_embedding_clusters", "plot_loss_curve"]

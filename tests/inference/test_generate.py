@@ -91,3 +91,35 @@ def test_stream_text_cuts_at_stop_string():
     cut = "".join(stream_text(m, tok, "ab", GenerationConfig(max_new_tokens=20, temperature=0,
                                                               stop=[stop])))
     assert cut == full[: full.find(stop)]
+
+
+def test_several_eos_ids_and_rows_that_finish(model):
+    idx = torch.randint(0, 40, (2, 4), generator=torch.Generator().manual_seed(3))
+    free = generate(model, idx, GenerationConfig(max_new_tokens=8, temperature=0))
+    a, b = int(free[0, 2]), int(free[1, 5])
+    out = generate(model, idx, GenerationConfig(max_new_tokens=8, temperature=0), eos_id=[a, b])
+    first = [min(i for i, t in enumerate(row.tolist()) if t in (a, b)) for row in free]
+    assert out.shape[1] == max(first) + 1  # stops once every row has ended
+    for r, f in enumerate(first):
+        assert torch.equal(out[r, :f + 1], free[r, :f + 1])
+        assert (out[r, f + 1:] == a).all()  # a finished row repeats the first eos id
+
+
+def test_kv_cache_holds_only_the_positions_needed(model, monkeypatch):
+    from lmforge.inference.generate import cache_length
+
+    sizes = []
+    new_cache = model.new_cache
+
+    def spy(batch, max_len=None, **kw):
+        sizes.append(max_len)
+        return new_cache(batch, max_len=max_len, **kw)
+
+    monkeypatch.setattr(model, "new_cache", spy)
+    idx = torch.randint(0, 40, (1, 5))
+    generate(model, idx, GenerationConfig(max_new_tokens=4, temperature=0))
+    assert sizes == [5 + 4 - 1]  # the last new token is never fed back
+    sizes.clear()
+    out = generate(model, idx, GenerationConfig(max_new_tokens=30, temperature=0))
+    assert out.shape == (1, 30) and set(sizes) == {16}  # capped at the context, refilled
+    assert cache_length(131072, 20, 100) == 119 and cache_length(16, 20, 100) == 16

@@ -120,6 +120,32 @@ def test_import_bert_dir_round_trip(tmp_path):
     assert ((got - ref).abs() * mask[..., None]).max().item() <= 1e-4
 
 
+def test_lmforge_import_routes_bert_directories(tmp_path, capsys):
+    """`lmforge import` (and import_hf) dispatch model_type "bert" through the family registry
+    to import_bert_dir; --dtype casts."""
+    from lmforge.cli.main import main
+    from lmforge.interop import import_hf
+
+    torch.manual_seed(0)
+    hf = perturb(transformers.BertForMaskedLM(hf_config())).eval()
+    src = tmp_path / "hf"
+    hf.save_pretrained(src)
+    Tokenizer(models.WordLevel({f"w{i}": i for i in range(V)}, unk_token="w0")).save(
+        str(src / "tokenizer.json"))
+    assert main(["import", str(src), "--out", str(tmp_path / "lm")]) == 0
+    assert "family            bert" in capsys.readouterr().out
+    lm = load_model_dir(tmp_path / "lm")
+    assert isinstance(lm.model, MaskedLM)
+    assert lm.meta["imported_from"]["family"] == "bert"
+    ids, types, mask = inputs()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).logits
+        got = lm.model(ids, types, mask).mlm_logits
+    assert ((got - ref).abs() * mask[..., None]).max().item() <= 1e-4
+    half = load_model_dir(import_hf(src, tmp_path / "lm16", dtype="bfloat16"))
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+
+
 def test_bad_checkpoints_have_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="not BERT"):
         bert_config_from_hf({"model_type": "roberta"})

@@ -233,6 +233,30 @@ def test_cli(tokenizer, tmp_path, capsys):
     assert "model_type 't5' is not supported" in err and "GGUF" in err
 
 
+def test_generation_settings_recorded(tokenizer, tmp_path):
+    """generation_config.json's eos ids (a list, as Llama 3.1's), config.json's BOS and the
+    chat template in tokenizer_config.json reach meta.json's "generation" entry, and
+    generation_settings reads them back (a trained model falls back to <|endoftext|>)."""
+    import json
+
+    from lmforge.inference import generation_settings
+
+    hf = _llama(LLAMA_VARIANTS["tied"])
+    src = _save_hf(hf, tokenizer, tmp_path / "hf")
+    (src / "generation_config.json").write_text(json.dumps({"eos_token_id": [5, 7],
+                                                            "bos_token_id": 3}))
+    tc = json.loads((src / "tokenizer_config.json").read_text())
+    tc["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (src / "tokenizer_config.json").write_text(json.dumps(tc))
+    lm = load_model_dir(import_hf(src, tmp_path / "lm"))
+    eot = tokenizer.token_to_id("<|endoftext|>")
+    assert lm.meta["generation"]["eos_token_ids"] == [5, 7, eot]
+    s = generation_settings(lm.meta, lm.tokenizer)
+    assert (s.eos_token_ids, s.bos_token_id, s.chat_template) == ([5, 7, eot], 3, tc["chat_template"])
+    trained = generation_settings({}, tokenizer)
+    assert trained.eos_token_ids == [eot] and trained.chat_template is None
+
+
 def test_byte_level_bpe_matches_original(tokenizer, tmp_path):
     tokenizer.model.save(str(tmp_path))
     bpe = models.BPE.from_file(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))

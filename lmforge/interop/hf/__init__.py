@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...models import ModelConfig
-from . import gpt2, llama
+from . import bert, gpt2, llama
 from .base import Family
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY)}
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
 
 
 def family_for_model_type(model_type: str | None, where: str = "config.json") -> Family:
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"{where}: model_type {model_type!r} is not supported; supported: "
-                          f"{', '.join(MODEL_TYPES)} (decoder-only causal language models)")
+                          f"{', '.join(MODEL_TYPES)}")
     return MODEL_TYPES[model_type]
 
 
 def family_for_config(cfg: ModelConfig, prefer: str | None = None) -> Family:
     """The family that can represent ``cfg`` (``prefer`` first, e.g. the one it came from)."""
-    order = sorted(FAMILIES.values(), key=lambda f: f.name != prefer)
+    order = sorted((f for f in FAMILIES.values() if f.exports), key=lambda f: f.name != prefer)
     found = {f.name: f.export_problems(cfg) for f in order}
     for f in order:
         if not found[f.name]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,17 @@ class Family:
     state_to_hf: Callable[[Mapping[str, torch.Tensor], ModelConfig], Tensors]
     export_problems: Callable[[ModelConfig], list[str]]
     """Why a config cannot be written as this family (empty = it can)."""
+    import_dir: Callable[[Path, Path, str | None], Path] | None = None
+    """A family whose import is more than config + renamed weights (BERT: encoder heads,
+    sentence-embedding pooling) converts the whole directory itself: (src, out, dtype)."""
+    exports: bool = True
+    """Whether ``lmforge export`` can write this family."""
+
+
+ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
+               "relu": "relu", "silu": "silu", "swish": "silu"}
+"""HF ``activation_function`` / ``hidden_act`` -> lmforge activation (HF's "gelu" is the exact
+erf GELU, "gelu_new" the tanh approximation)."""
 
 
 def need(hf: dict, key: str, family: str) -> Any:

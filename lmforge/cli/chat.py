@@ -1,0 +1,86 @@
+"""``lmforge chat MODEL_DIR``: an interactive conversation, the reply streamed token by token.
+
+Lines are read from stdin, a terminal or a pipe (``printf 'Hi\\n/exit\\n' | lmforge chat DIR``):
+``/reset`` forgets the conversation, ``/exit`` (or end of input) quits. Notices (history
+dropped to fit the context) go to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+HELP = "/reset clears the conversation, /exit quits"
+
+
+def _read(stdin: TextIO, interactive: bool, out: TextIO) -> str | None:
+    """One line from the user, None at end of input."""
+    if interactive:
+        try:
+            return input(">>> ")
+        except EOFError:
+            return None
+    line = stdin.readline()
+    return None if line == "" else line.rstrip("\n")
+
+
+def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
+         temperature: float = 0.7, top_p: float = 0.9, top_k: int = 0, seed: int | None = None,
+         device: str = "cpu", dtype: str | None = None, stdin: TextIO | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None):
+    """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
+    the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation)."""
+    from ..inference import ChatSession, GenerationConfig
+    from ..io import load_model_dir
+
+    stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    interactive = stdin is sys.stdin and stdin.isatty()
+    lm = load_model_dir(model_dir, device=device, dtype=dtype)
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                           top_p=top_p, seed=seed)
+    session = ChatSession.from_loaded(lm, system=system, gen=gen,
+                                      on_notice=lambda m: print(f"[{m}]", file=err, flush=True))
+    if session.template is None:
+        print("[the model has no chat template; using ChatML]", file=err, flush=True)
+    print(f"[chatting with {model_dir} ({lm.model.num_params() / 1e6:.0f}M parameters); {HELP}]",
+          file=err, flush=True)
+    while (line := _read(stdin, interactive, out)) is not None:
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            session.reset()
+            print("[conversation cleared]", file=out, flush=True)
+            continue
+        if text.startswith("/") and " " not in text:
+            print(f"[unknown command {text}; {HELP}]", file=err, flush=True)
+            continue
+        if not interactive:
+            print(f">>> {text}", file=out, flush=True)  # a transcript when input is piped
+        for piece in session.send(text):
+            print(piece, end="", file=out, flush=True)
+        print(file=out, flush=True)
+    return session
+
+
+def add_chat_parser(sub) -> None:
+    """The ``chat`` subcommand's arguments (called by ``lmforge.cli.main``)."""
+    ch = sub.add_parser("chat", help="talk with a chat model (e.g. an imported SmolLM2), the "
+                        "reply streamed as it is generated")
+    ch.add_argument("model_dir")
+    ch.add_argument("--system", help="system message (default: the chat template's own, if any)")
+    ch.add_argument("--max-new-tokens", type=int, default=512, help="longest reply, in tokens")
+    ch.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    ch.add_argument("--top-p", type=float, default=0.9)
+    ch.add_argument("--top-k", type=int, default=0)
+    ch.add_argument("--seed", type=int)
+    ch.add_argument("--device", default="cpu")
+    ch.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+
+
+def run_chat(args) -> None:
+    chat(args.model_dir, system=args.system, max_new_tokens=args.max_new_tokens,
+         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+         device=args.device, dtype=args.dtype)

@@ -1,0 +1,418 @@
+"""LoRA: low-rank adapters on frozen linear layers (Hu et al. 2021, "LoRA: Low-Rank Adaptation
+of Large Language Models").
+
+A targeted linear layer y = W x + b becomes
+
+    y = W x + b + (alpha / r) * B A dropout(x)        A: (r, in), B: (out, r)
+
+with W, b frozen and only A and B trained. A starts Kaiming-uniform and B at zero, so the
+adapted model computes exactly what the base model computes until the first update. The base
+may be a plain ``nn.Linear`` or an :class:`~lmforge.finetune.nf4.NF4Linear` (QLoRA).
+
+Typical use::
+
+    report = inject_lora(model, LoRAConfig(rank=8))   # replaces layers in place, freezes the rest
+    ... train (only requires_grad parameters reach the optimiser) ...
+    save_adapter(model, "adapters/run1")              # a few hundred KiB
+    load_adapter(other_copy_of_base, "adapters/run1") # checks the base fingerprint
+    merge_lora(model)                                 # plain nn.Linear again, for export
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..io.atomic import atomic_write, atomic_write_text
+from ._modules import check_not_tied, select, set_submodule
+from .nf4 import NF4Linear
+
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+ADAPTER_FORMAT = "lmforge-lora"
+
+ATTENTION_QV: tuple[str, ...] = ("*.attn.q_proj", "*.attn.v_proj")
+"""The LoRA paper's choice (§7.1): queries and values of every self-attention layer."""
+ATTENTION_ALL: tuple[str, ...] = ("*.attn.q_proj", "*.attn.k_proj", "*.attn.v_proj", "*.attn.o_proj")
+ALL_LINEAR: tuple[str, ...] = ("*attn.*_proj", "*.ff.*_proj")
+"""Every projection of every block, as QLoRA recommends (§4) to match full fine-tuning."""
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 8
+    """r: the inner dimension of the update B A (trainable params per layer: r * (in + out))."""
+    alpha: float = 16.0
+    """The update is scaled by alpha / rank, so changing the rank needs no new learning rate."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input (training only); the base path sees no dropout."""
+    targets: tuple[str, ...] = ATTENTION_QV
+    """Module-name patterns of the linear layers to adapt: globs (``*.attn.q_proj``; ``*``
+    matches dots too) or ``re:<regex>`` matched against the full name. Default: the query and
+    value projections of every block. See also ``ATTENTION_ALL`` and ``ALL_LINEAR``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, str):
+            self.targets = (self.targets,)
+        self.targets = tuple(self.targets)
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
+            raise ConfigError(f"lora.rank must be a positive integer, got {self.rank!r}")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora.alpha must be positive, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.targets:
+            raise ConfigError("lora.targets: give at least one module-name pattern")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
+class LoRALinear(nn.Module):
+    """A base linear layer (``nn.Linear`` or ``NF4Linear``) plus a trainable low-rank update.
+
+    ``lora_A`` (r, in) and ``lora_B`` (out, r) are fp32 parameters (or the base dtype when
+    that is float64); the update is computed in their dtype and cast to the output's dtype.
+    """
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(base, (nn.Linear, NF4Linear)):
+            raise TypeError(f"LoRALinear wraps nn.Linear or NF4Linear, not {type(base).__name__}")
+        self.base = base
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.rank, self.alpha = rank, float(alpha)
+        self.scaling = self.alpha / rank
+        ref = base.weight if isinstance(base, nn.Linear) else base.packed
+        dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=ref.device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=ref.device, dtype=dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear and PEFT initialise A
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.enabled = True
+        self.merged = False
+        self.targets: tuple[str, ...] = ()  # set by inject_lora: the patterns that matched
+        self.register_buffer("_original_weight", None, persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight (fp bases only): code that reads ``.weight`` for dtype/device."""
+        return self.base.weight
+
+    def delta_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(out, in) the update (alpha / r) B A, computed in float64, cast to ``dtype``."""
+        return ((self.lora_B.detach().double() @ self.lora_A.detach().double())
+                * self.scaling).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        y = self.base(x)  # (..., out)
+        if self.merged or not self.enabled:
+            return y
+        h = self.lora_dropout(x).to(self.lora_A.dtype)
+        update = F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scaling  # (..., out)
+        return y + update.to(y.dtype)
+
+    @torch.no_grad()
+    def merge(self, keep_original: bool = True) -> None:
+        """Fold the update into the base weight (fp base only). With ``keep_original`` the
+        original weight is kept so that :meth:`unmerge` restores it bit for bit."""
+        if self.merged:
+            return
+        if not isinstance(self.base, nn.Linear):
+            raise ConfigError("merge: an NF4 base cannot absorb the update in 4 bits; use "
+                              "merge_lora(model), which builds a full-precision layer")
+        w = self.base.weight
+        self._original_weight = w.detach().clone() if keep_original else None
+        w.copy_((w.double() + self.delta_weight(torch.float64)).to(w.dtype))
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Restore the base weight exactly as it was before :meth:`merge`."""
+        if not self.merged:
+            return
+        if self._original_weight is None:
+            raise ConfigError("unmerge: merge(keep_original=False) dropped the original weight")
+        self.base.weight.copy_(self._original_weight)
+        self._original_weight = None
+        self.merged = False
+
+    def merged_linear(self) -> nn.Linear:
+        """A new plain ``nn.Linear`` computing base + update (NF4 bases are dequantised)."""
+        if isinstance(self.base, NF4Linear):
+            w, bias = self.base.dequantize(torch.float32), self.base.bias
+        elif self.merged and self._original_weight is None:  # merged in place, nothing to add
+            return _copy_linear(self.base)
+        else:
+            w = (self._original_weight if self.merged else self.base.weight).detach()
+            bias = self.base.bias
+        out = nn.Linear(self.in_features, self.out_features, bias=bias is not None,
+                        device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            out.weight.copy_((w.double() + self.delta_weight(torch.float64)).to(w.dtype))
+            if bias is not None:
+                out.bias.copy_(bias)
+        out.requires_grad_(False)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha:g}, merged={self.merged}"
+
+
+def _copy_linear(lin: nn.Linear) -> nn.Linear:
+    out = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None,
+                    device=lin.weight.device, dtype=lin.weight.dtype)
+    out.load_state_dict(lin.state_dict())
+    return out.requires_grad_(False)
+
+
+@dataclass
+class LoRAReport:
+    layers: list[str] = field(default_factory=list)
+    trainable_params: int = 0
+    total_params: int = 0
+    """All weights of the model, NF4 weights counted as their logical (out * in) size."""
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else 0.0
+
+    def __str__(self) -> str:
+        return (f"LoRA on {len(self.layers)} layers: {self.trainable_params:,} trainable "
+                f"parameters of {self.total_params:,} ({100 * self.trainable_share:.3f}%)")
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def adaptable_layer_names(model: nn.Module) -> list[str]:
+    """Linear layers (``nn.Linear`` or ``NF4Linear``) not inside an adapter, in order."""
+    inside = {f"{n}.base" for n in lora_layers(model)}
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, NF4Linear)) and n not in inside]
+
+
+def _count(model: nn.Module, trainable_only: bool) -> int:
+    seen, n = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        n += p.numel()
+    if not trainable_only:
+        n += sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, NF4Linear))
+    return n
+
+
+def _report(model: nn.Module) -> LoRAReport:
+    return LoRAReport(list(lora_layers(model)), _count(model, True), _count(model, False))
+
+
+def _inject(model: nn.Module, names: Sequence[str], rank: int, alpha: float, dropout: float,
+            targets: Sequence[str]) -> None:
+    for name in names:
+        base = model.get_submodule(name)
+        if rank > min(base.in_features, base.out_features):
+            raise ConfigError(
+                f"lora.rank = {rank} is larger than min(in, out) = "
+                f"{min(base.in_features, base.out_features)} of {name} ({base.in_features} -> "
+                f"{base.out_features}); a rank that large is no longer low-rank: lower lora.rank")
+    model.requires_grad_(False)
+    for name in names:
+        layer = LoRALinear(model.get_submodule(name), rank, alpha, dropout)
+        layer.targets = tuple(targets)  # the patterns that chose it, for save_adapter
+        set_submodule(model, name, layer)
+
+
+def inject_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> LoRAReport:
+    """Wrap every linear layer whose name matches ``cfg.targets`` in a :class:`LoRALinear`, in
+    place, and freeze every other parameter. Returns what was adapted and the trainable share.
+
+    ConfigError when a pattern matches no layer (the message lists the linear layers), when
+    the rank exceeds min(in, out) of a matched layer, when a matched layer's weight is tied to
+    another (the output head of a tied-embedding model), or when the model already has LoRA.
+    """
+    cfg = cfg or LoRAConfig()
+    if lora_layers(model):
+        raise ConfigError("inject_lora: the model already has LoRA adapters; merge_lora(model) "
+                          "them first, or load the base model again")
+    names = select(adaptable_layer_names(model), cfg.targets, "lora.targets")
+    check_not_tied(model, names, "lora.targets")
+    _inject(model, names, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets)
+    return _report(model)
+
+
+def set_lora_enabled(model: nn.Module, enabled: bool) -> None:
+    """Switch every adapter on or off (off: the model computes the base model's outputs)."""
+    for m in lora_layers(model).values():
+        m.enabled = enabled
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter tensors only: ``<layer>.lora_A`` (r, in) and ``<layer>.lora_B`` (out, r)."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+            if k.endswith((".lora_A", ".lora_B"))}
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace every :class:`LoRALinear` by a plain ``nn.Linear`` holding base + update (NF4
+    bases are dequantised to fp32), in place; returns the model. The result has the base
+    model's module names again, so ``save_model_dir`` writes an ordinary model directory."""
+    for name, layer in list(lora_layers(model).items()):
+        set_submodule(model, name, layer.merged_linear())
+    return model
+
+
+# -- the base-model fingerprint ---------------------------------------------------------------
+
+def _logical_tensors(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.Tensor | None]]:
+    """(name, shape, tensor to hash or None) for every base-model tensor, with adapters left
+    out and LoRA / NF4 wrappers mapped back to the plain layer's names. Only tensors that
+    neither LoRA nor quantisation ever change (embeddings, norms, ...) are hashed by value."""
+    out, seen = [], set()
+    loras = lora_layers(model)
+    for mod_name, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            continue
+        logical = mod_name[: -len(".base")] if mod_name.endswith(".base") and \
+            mod_name[: -len(".base")] in loras else mod_name
+        prefix = f"{logical}." if logical else ""
+        if isinstance(m, NF4Linear):
+            out.append((f"{prefix}weight", (m.out_features, m.in_features), None))
+            if m.bias is not None:
+                out.append((f"{prefix}bias", tuple(m.bias.shape), None))
+            continue
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            hashed = None if isinstance(m, nn.Linear) else p
+            out.append((f"{prefix}{pname}", tuple(p.shape), hashed))
+    return sorted(out, key=lambda t: t[0])
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """sha256 over the base model's parameter names and shapes and the values (rounded to
+    bfloat16, so an fp32 and a bf16 copy agree) of the tensors that adapters and NF4 leave
+    alone. The same for the model before and after ``inject_lora`` or ``quantize_nf4``; it
+    differs between bases of another architecture or with other embeddings/norms."""
+    h = hashlib.sha256()
+    for name, shape, t in _logical_tensors(model):
+        h.update(f"{name}:{shape};".encode())
+        if t is not None:
+            bits = t.detach().to(torch.bfloat16).contiguous().view(torch.int16).cpu().numpy()
+            h.update(np.ascontiguousarray(bits).tobytes())
+    return h.hexdigest()[:16]
+
+
+# -- save / load ------------------------------------------------------------------------------
+
+def save_adapter(model: nn.Module, path: str | Path, fingerprint: str | None = None,
+                 cfg: LoRAConfig | None = None, meta: dict | None = None) -> Path:
+    """Write ``adapter_model.safetensors`` (A and B of every layer) and
+    ``adapter_config.json`` (rank, alpha, dropout, targets, layers, base fingerprint) to the
+    directory ``path``. The fingerprint defaults to that of ``model``'s base."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ConfigError("save_adapter: the model has no LoRA adapters (call inject_lora first)")
+    first = next(iter(layers.values()))
+    if cfg is None:
+        p = first.lora_dropout.p if isinstance(first.lora_dropout, nn.Dropout) else 0.0
+        cfg = LoRAConfig(rank=first.rank, alpha=first.alpha, dropout=p,
+                         targets=first.targets or tuple(layers))
+    fp = fingerprint or base_fingerprint(model)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = lora_state_dict(model)
+    atomic_write(path / ADAPTER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    from .. import __version__
+
+    config = {"format": ADAPTER_FORMAT, "version": 1, **asdict(cfg), "layers": list(layers),
+              "base_fingerprint": fp, "trainable_params": sum(t.numel() for t in tensors.values()),
+              "lmforge_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **(meta or {})}
+    config["targets"] = list(cfg.targets)
+    atomic_write_text(path / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def read_adapter_config(path: str | Path) -> dict:
+    f = Path(path) / ADAPTER_CONFIG
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing: {path} is not an lmforge adapter directory "
+                              f"(it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    try:
+        config = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f} is not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(config, dict) or config.get("format") != ADAPTER_FORMAT:
+        got = config.get("format") if isinstance(config, dict) else None
+        raise CheckpointError(f"{f}: format is {got!r}, expected {ADAPTER_FORMAT!r}")
+    missing = [k for k in ("rank", "alpha", "layers", "base_fingerprint") if k not in config]
+    if missing:
+        raise CheckpointError(f"{f} lacks {', '.join(missing)}; the file is incomplete")
+    return config
+
+
+def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) -> LoRAReport:
+    """Load the adapters saved in ``path`` onto ``model`` (a base model, quantised or not, or
+    one already carrying adapters on exactly the same layers), in place.
+
+    CheckpointError when the model is not the base the adapter was trained on (the two
+    fingerprints differ; ``check_base=False`` skips this), or the files are missing/corrupt.
+    """
+    path = Path(path)
+    config = read_adapter_config(path)
+    if check_base:
+        have = base_fingerprint(model)
+        want = config.get("base_fingerprint")
+        if have != want:
+            raise CheckpointError(
+                f"{path}: this adapter was trained on a base model with fingerprint {want}, but "
+                f"the model given has fingerprint {have}: load the base it was trained on (pass "
+                "check_base=False to load it anyway, if the shapes fit)")
+    f = path / ADAPTER_WEIGHTS
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing; the adapter directory is incomplete")
+    try:
+        tensors = load_file(str(f))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{f} is corrupt or truncated ({e})") from None
+    layers = list(config["layers"])
+    existing = lora_layers(model)
+    if existing:
+        if sorted(existing) != sorted(layers):
+            raise CheckpointError(f"{path}: the model has adapters on other layers than the "
+                                  "saved ones; load the adapter onto the plain base model")
+    else:
+        missing = [n for n in layers if n not in set(adaptable_layer_names(model))]
+        if missing:
+            raise CheckpointError(f"{path}: the model has no linear layer(s) {missing[:5]}")
+        _inject(model, layers, int(config["rank"]), float(config["alpha"]),
+                float(config.get("dropout", 0.0)), config.get("targets") or layers)
+    own = {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
+    wrong = sorted(set(own) ^ set(tensors))
+    bad_shape = [f"{k} {tuple(tensors[k].shape)} (model needs {tuple(own[k].shape)})"
+                 for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
+    if wrong or bad_shape:
+        raise CheckpointError(f"{f} does not fit the model: missing/unexpected {wrong[:5]}, "
+                              f"wrong shape {bad_shape[:5]}")
+    with torch.no_grad():
+        for name, layer in lora_layers(model).items():
+            layer.lora_A.copy_(tensors[f"{name}.lora_A"])
+            layer.lora_B.copy_(tensors[f"{name}.lora_B"])
+    return _report(model)

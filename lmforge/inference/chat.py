@@ -1,0 +1,119 @@
+"""A conversation with a chat model: the history is rendered with the model's chat template
+(:mod:`lmforge.inference.chat_template`) for every turn, and the reply streams until one of the
+model's end-of-turn tokens.
+
+    lm = load_model_dir("runs/smollm2")
+    chat = ChatSession.from_loaded(lm, gen=GenerationConfig(max_new_tokens=256, temperature=0))
+    for piece in chat.send("What is the capital of France?"):
+        print(piece, end="", flush=True)
+
+When the conversation and the reply (``max_new_tokens``) would not fit in the model's context,
+the oldest exchanges are dropped from the history (``on_notice`` is told); if the newest
+message alone leaves too little room, the reply is shortened to the room left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from torch import nn
+
+from ..errors import GenerationError
+from .chat_template import Message, render_chat, special_token_text
+from .generate import GenerationConfig, stream_ids
+from .settings import GenerationSettings, generation_settings
+
+CHATML_END = "<|im_end|>"
+
+
+class ChatSession:
+    def __init__(self, model: nn.Module, tokenizer, *, settings: GenerationSettings | None = None,
+                 system: str | None = None, gen: GenerationConfig | None = None,
+                 template: str | None = None, on_notice: Callable[[str], None] | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.settings = settings or GenerationSettings()
+        self.template = template or self.settings.chat_template  # None = ChatML
+        self.system = system
+        self.gen = gen or GenerationConfig(max_new_tokens=256, temperature=0.7, top_p=0.9)
+        self.on_notice = on_notice or (lambda message: None)
+        self.messages: list[Message] = []
+        """The exchanges so far (user, assistant, user, ...), without the system message."""
+        self.stop_ids = list(self.settings.eos_token_ids)
+        end = tokenizer.token_to_id(CHATML_END)
+        if self.template is None and end is not None and end not in self.stop_ids:
+            self.stop_ids.append(end)  # ChatML ends a turn with <|im_end|>
+        self.dropped = 0
+        """Messages dropped from the history so far to fit the context."""
+
+    @classmethod
+    def from_loaded(cls, lm, **kw) -> "ChatSession":
+        """A session over a :class:`lmforge.io.LoadedModel`, with the stop tokens and chat
+        template its directory records."""
+        return cls(lm.model, lm.tokenizer, settings=generation_settings(lm.meta, lm.tokenizer),
+                   **kw)
+
+    @property
+    def context(self) -> int:
+        return self.model.cfg.context_length
+
+    def conversation(self) -> list[Message]:
+        """The messages the template renders: the system message (if any), then the history."""
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.messages
+
+    def render(self, add_generation_prompt: bool = True) -> str:
+        return render_chat(self.conversation(), self.template,
+                           add_generation_prompt=add_generation_prompt,
+                           bos_token=special_token_text(self.tokenizer, self.settings.bos_token_id),
+                           eos_token=special_token_text(self.tokenizer, self.settings.eos_id))
+
+    def prompt_ids(self) -> list[int]:
+        """The rendered conversation as token ids (the template writes any BOS itself)."""
+        return self.tokenizer.encode(self.render(), add_special_tokens=False).ids
+
+    def _fit(self) -> tuple[list[int], int]:
+        """(prompt ids, max new tokens) that fit the context, dropping the oldest exchanges."""
+        want = self.gen.max_new_tokens
+        ids = self.prompt_ids()
+        dropped = 0
+        while len(ids) + want > self.context and len(self.messages) > 1:
+            n = 2 if len(self.messages) > 2 else 1  # a user message and the reply to it
+            del self.messages[:n]
+            dropped += n
+            ids = self.prompt_ids()
+        if dropped:
+            self.dropped += dropped
+            self.on_notice(f"the conversation no longer fits the model's {self.context}-token "
+                           f"context: dropped the {dropped} oldest message(s)")
+        room = self.context - len(ids)
+        if room < 1:
+            self.messages.pop()
+            raise GenerationError(f"the message is too long: the prompt is {len(ids)} tokens and "
+                                  f"the model's context is {self.context}; shorten it")
+        if room < want:
+            self.on_notice(f"only {room} tokens of the {self.context}-token context are left "
+                           "for the reply")
+        return ids, min(want, room)
+
+    def send(self, text: str) -> Iterator[str]:
+        """Add a user message and yield the reply as it is generated; the reply joins the
+        history when the iterator ends (also when it is closed early)."""
+        self.messages.append({"role": "user", "content": text})
+        ids, n = self._fit()
+        pieces: list[str] = []
+        try:
+            for piece in stream_ids(self.model, self.tokenizer, ids,
+                                    replace(self.gen, max_new_tokens=n), self.stop_ids):
+                pieces.append(piece)
+                yield piece
+        finally:
+            self.messages.append({"role": "assistant", "content": "".join(pieces)})
+
+    def ask(self, text: str) -> str:
+        """:meth:`send`, returning the whole reply."""
+        return "".join(self.send(text))
+
+    def reset(self) -> None:
+        """Forget the history (the system message stays)."""
+        self.messages.clear()

@@ -1,0 +1,147 @@
+"""Chat templates render as transformers' apply_chat_template renders them; a ChatSession keeps
+the history, drops the oldest exchanges when the context would overflow, and stops at the
+model's end-of-turn token; `lmforge chat` reads piped stdin (/reset, /exit)."""
+
+import io
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from lmforge.errors import ConfigError, GenerationError
+from lmforge.inference import ChatSession, GenerationConfig, GenerationSettings, render_chat
+from lmforge.inference.chat_template import CHATML
+from lmforge.io import save_model_dir
+from lmforge.models import ModelConfig, build_model
+
+SMOLLM2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+           "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+           "Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+           "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+           "{{ '<|im_start|>assistant\n' }}{% endif %}")
+LLAMA3_LIKE = """{{- bos_token }}
+{%- for message in messages %}
+    {%- if message['role'] not in ['system', 'user', 'assistant'] %}
+        {{- raise_exception('unknown role ' + message['role']) }}
+    {%- endif %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}
+{%- if tools %}{{ tools | tojson }}{%- endif %}"""
+CONVERSATION = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Où est Paris ?"},
+                {"role": "assistant", "content": " In France. "},
+                {"role": "user", "content": "And Berlin?"}]
+SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+
+
+@pytest.mark.parametrize("template", [SMOLLM2, LLAMA3_LIKE, None])
+@pytest.mark.parametrize("generation_prompt", [True, False])
+def test_rendering_matches_transformers(template, generation_prompt):
+    transformers = pytest.importorskip("transformers")
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    for messages in (CONVERSATION, CONVERSATION[1:2]):
+        want = render_jinja_template(conversations=[messages], chat_template=template or CHATML,
+                                     add_generation_prompt=generation_prompt,
+                                     bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                     tools=None)[0][0]
+        got = render_chat(messages, template, add_generation_prompt=generation_prompt,
+                          bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", tools=None)
+        assert got == want
+    assert render_chat(CONVERSATION[1:2], LLAMA3_LIKE, tools=[{"name": "é"}]).endswith('[{"name": "é"}]')
+
+
+def test_chatml_fallback_and_errors():
+    assert render_chat([{"role": "user", "content": "hi"}]) == \
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(ConfigError, match="unknown role tool"):
+        render_chat([{"role": "tool", "content": "x"}], LLAMA3_LIKE)
+    with pytest.raises(ConfigError, match="not valid Jinja2"):
+        render_chat([{"role": "user", "content": "x"}], "{% for %}")
+    with pytest.raises(ConfigError, match="role and a content"):
+        render_chat([{"content": "x"}])
+    gen = "{% for m in messages %}{% generation %}{{ m['content'] }}{% endgeneration %}{% endfor %}"
+    assert render_chat([{"role": "user", "content": "x"}], gen) == "x"
+
+
+def _byte_tokenizer() -> Tokenizer:
+    """One token per byte (so token counts are predictable) plus ChatML's special tokens."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({c: i for i, c in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIALS)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = _byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), d_model=32, n_layer=1, n_head=2,
+                      context_length=96, positional="rope", norm="rmsnorm", activation="swiglu")
+    return build_model(cfg).eval(), tok
+
+
+def test_session_keeps_history_and_drops_oldest_exchanges(tiny):
+    model, tok = tiny
+    notices = []
+    chat = ChatSession(model, tok, gen=GenerationConfig(max_new_tokens=12, temperature=0),
+                       system="sys", on_notice=notices.append)
+    end = tok.token_to_id("<|im_end|>")
+    assert chat.template is None and end in chat.stop_ids  # ChatML: <|im_end|> ends a turn
+    first = "".join(chat.send("hello there"))
+    assert chat.messages == [{"role": "user", "content": "hello there"},
+                             {"role": "assistant", "content": first}]
+    assert not notices
+    for i in range(4):  # each exchange is ~45 tokens: the 96-token context holds one
+        reply = chat.ask(f"question {i}")
+        assert len(chat.prompt_ids()) <= chat.context
+        assert chat.messages[-2:] == [{"role": "user", "content": f"question {i}"},
+                                      {"role": "assistant", "content": reply}]
+        assert chat.messages[0]["role"] == "user"
+    assert notices and "dropped the 2 oldest message(s)" in notices[0] and chat.dropped >= 2
+    assert chat.render().startswith("<|im_start|>system\nsys<|im_end|>\n")
+    chat.reset()
+    assert chat.messages == [] and chat.conversation() == [{"role": "system", "content": "sys"}]
+    with pytest.raises(GenerationError, match="too long"):
+        chat.ask("x" * 200)
+    assert chat.messages == []
+
+
+def test_session_stops_at_the_end_of_turn_token(tiny):
+    model, tok = tiny
+    settings = GenerationSettings(eos_token_ids=[])
+    free = ChatSession(model, tok, settings=settings, template="{{ messages[-1]['content'] }}",
+                       gen=GenerationConfig(max_new_tokens=10, temperature=0))
+    ids = tok.encode("hello").ids
+    free_ids = tok.encode(free.ask("hello"), add_special_tokens=False).ids
+    assert len(free_ids) == 10
+    stop = free_ids[4]  # make the fifth generated token an end-of-turn token
+    unused = next(i for i in range(tok.get_vocab_size()) if i not in free_ids)
+    settings = GenerationSettings(eos_token_ids=[unused, stop])
+    chat = ChatSession(model, tok, settings=settings, template="{{ messages[-1]['content'] }}",
+                       gen=GenerationConfig(max_new_tokens=10, temperature=0))
+    assert tok.encode(chat.ask("hello"), add_special_tokens=False).ids == free_ids[:free_ids.index(stop)]
+    assert ids  # the prompt itself is untouched
+
+
+def test_cli_chat_reads_piped_stdin(tiny, tmp_path, monkeypatch, capsys):
+    from lmforge.cli.chat import chat
+    from lmforge.cli.main import main
+
+    model, tok = tiny
+    save_model_dir(tmp_path / "m", model, tok)
+    out, err = io.StringIO(), io.StringIO()
+    session = chat(str(tmp_path / "m"), max_new_tokens=5, temperature=0,
+                   stdin=io.StringIO("hi\n\n/reset\nhello\n/exit\nnever read\n"), stdout=out,
+                   stderr=err)
+    text = out.getvalue()
+    assert text.startswith(">>> hi\n") and "[conversation cleared]\n>>> hello\n" in text
+    assert "never read" not in text and "ChatML" in err.getvalue()
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["hello"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))  # end of input also quits
+    assert main(["chat", str(tmp_path / "m"), "--temperature", "0", "--max-new-tokens", "3",
+                 "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith(">>> hi\n")
