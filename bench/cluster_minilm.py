@@ -35,13 +35,16 @@ def fine_tune(init: Path, args) -> Path:
     steps = math.ceil(args.epochs * n / 32)
     run, t = classify_run([
         f'out_dir="{args.out}/full"', f"seed={args.seed}", f'classify.init_from="{init}"',
-        f'classify.train="{SST / "stsa.binary.train"}"', f'classify.dev="{SST / "stsa.binary.dev"}"',
+        f'classify.train="{SST / "stsa.binary.train"}"',
+        f'classify.dev="{SST / "stsa.binary.dev"}"',
         f"classify.limit={args.limit}", "classify.max_len=64", 'classify.mode="full"',
         'classify.pooling="mean"', f"classify.epochs={args.epochs}", 'classify.metric="accuracy"',
         "train.batch_size=32", f"train.eval_every={max(1, steps // 4)}", "train.checkpoint_every=0",
         "train.lr=5e-5", 'train.schedule="linear"', "train.min_lr=0.0",
-        f"train.warmup_steps={int(0.06 * steps)}", "train.weight_decay=0.01", "train.progress=false"])
-    print(f"fine-tuned in {fmt_s(t.wall)}: dev accuracy {run.metrics['dev_accuracy']:.4f}", flush=True)
+        f"train.warmup_steps={int(0.06 * steps)}", "train.weight_decay=0.01",
+        "train.progress=false"])
+    print(f"fine-tuned in {fmt_s(t.wall)}: dev accuracy {run.metrics['dev_accuracy']:.4f}",
+          flush=True)
     return run.out_dir
 
 

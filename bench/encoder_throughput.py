@@ -63,14 +63,14 @@ def main() -> None:
     types = torch.zeros_like(ids)
     mask = torch.ones(B, T, dtype=torch.bool)
     with torch.no_grad():
-        diff = (encoder(ids, types, mask) - hf(input_ids=ids, token_type_ids=types,
-                                               attention_mask=mask.long()).last_hidden_state).abs().max()
+        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).last_hidden_state
+        diff = (encoder(ids, types, mask) - ref).abs().max()
     assert diff < 1e-3, f"outputs differ by {diff}"
 
     def run(fn, dtype):
         def call():
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-            with torch.no_grad(), ctx:
+            bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+            with torch.no_grad(), bf16 if dtype == "bf16" else contextlib.nullcontext():
                 fn()
         return call
 
@@ -82,7 +82,8 @@ def main() -> None:
     best = {(n, d): float("inf") for n, d, _ in variants}
     for _ in range(3):
         for name, dtype, fn in variants:
-            best[name, dtype] = min(best[name, dtype], timeit(run(fn, dtype), args.warmup, args.iters))
+            s = timeit(run(fn, dtype), args.warmup, args.iters)
+            best[name, dtype] = min(best[name, dtype], s)
     rows = []
     for name, dtype, _ in variants:
         s = best[name, dtype]
@@ -92,7 +93,8 @@ def main() -> None:
     print(f"encoder forward, batch {B} x {T} tokens, {cfg.n_layer} layers x {cfg.d_model} wide, "
           f"{cfg.n_head} heads; {weights}; max |diff| of outputs {diff:.1e}")
     print(machine())
-    print(table(["model", "precision", "time / batch", "tokens/s", "vs peer (same precision)"], rows))
+    print(table(["model", "precision", "time / batch", "tokens/s", "vs peer (same precision)"],
+                rows))
 
 
 if __name__ == "__main__":

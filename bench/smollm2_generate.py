@@ -30,7 +30,8 @@ from lmforge.io import load_model_dir  # noqa: E402
 
 
 def weight_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+    unique = {id(p): p for p in model.parameters()}.values()  # tied weights once
+    return sum(p.numel() * p.element_size() for p in unique)
 
 
 def kv_bytes_per_token(cfg, positions: float, elem: int) -> float:
@@ -83,7 +84,8 @@ def main() -> None:
         d = str(dtype).removeprefix("torch.")
         per_token = weight_bytes(our_m) + kv_bytes_per_token(
             lm.config, len(ids) + n / 2, torch.finfo(dtype).bits // 8)
-        for name, label in (("hf", f"transformers generate, {d}"), ("ours", f"lmforge generate, {d}")):
+        for name, label in (("hf", f"transformers generate, {d}"),
+                            ("ours", f"lmforge generate, {d}")):
             s = min(times[name])
             rows.append([label, f"{s:.2f} s", f"{n / s:.1f}", f"{per_token / 1e6:.0f} MB",
                          f"{per_token * n / s / 1e9:.1f} GB/s",

@@ -32,7 +32,8 @@ def overrides(mode: str, args, init: Path) -> list[str]:
     steps = math.ceil(epochs * n / args.batch_size)
     per_epoch = math.ceil(n / args.batch_size)
     common = [f'out_dir="{args.out}/{mode}"', f"seed={args.seed}", f'classify.init_from="{init}"',
-              f'classify.train="{SST / "stsa.binary.train"}"', f'classify.dev="{SST / "stsa.binary.dev"}"',
+              f'classify.train="{SST / "stsa.binary.train"}"',
+              f'classify.dev="{SST / "stsa.binary.dev"}"',
               f'classify.test="{SST / "stsa.binary.test"}"', f"classify.limit={args.limit}",
               f"classify.eval_limit={args.eval_limit}", f"classify.max_len={args.max_len}",
               f'classify.mode="{mode}"', f"classify.epochs={epochs}", 'classify.metric="accuracy"',
@@ -70,13 +71,14 @@ def main() -> None:
                      f"{args.epochs if mode == 'full' else args.head_epochs:g}",
                      str(run.result.step), fmt_s(t.wall), fmt_s(t.cpu),
                      f"{m['dev_accuracy']:.4f}", f"{m['test_accuracy']:.4f}",
-                     f"{m['test_macro_f1']:.4f}", f"{m['test_majority_baseline']:.4f}"])
+                     f"{m['test_macro_f1']:.4f}", f"{m['test_majority']:.4f}"])
         print(f"{mode}: done in {fmt_s(t.wall)}", flush=True)
     print(f"\nSST-2 (stsa.binary), all-MiniLM-L6-v2 (22.7M params), max_len {args.max_len}, "
           f"batch {args.batch_size}; test sentences: {args.eval_limit or 1821}")
     print(machine())
-    print(table(["mode", "trained params", "train sentences", "epochs", "steps", "wall time", "CPU time",
-                 "dev acc (best)", "test acc", "test macro-F1", "majority baseline"], rows))
+    print(table(["mode", "trained params", "train sentences", "epochs", "steps", "wall time",
+                 "CPU time", "dev acc (best)", "test acc", "test macro-F1", "majority baseline"],
+                rows))
 
 
 if __name__ == "__main__":

@@ -50,9 +50,11 @@ def scaled_dot_product_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Returns (output (B, H, Tq, D), weights (B, H, Tq, Tk) or None)."""
     Tq, Tk = q.shape[-2], k.shape[-2]
-    if backend == "fused" and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-        # measured: torch's CPU flash kernel is ~20% slower per training step than the plain
-        # formula in bf16 (bench/train_throughput.py), where the matrix products are fast
+    if backend == "fused" and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) \
+            and torch.is_grad_enabled():
+        # measured: in bf16 training on CPU, torch's flash kernel (forward + backward) is
+        # slower than the plain formula (bench/train_throughput.py); for inference the fused
+        # kernel is faster (bench/encoder_throughput.py), so only training switches
         backend = "explicit"
     if is_causal and Tq > 1:
         if mask is None and bias is None and backend == "fused" and not need_weights and Tq == Tk:

@@ -173,7 +173,8 @@ def info(model_dir: str) -> dict:
     if "saved_at" in meta:
         _print(f"saved             {meta['saved_at']} by lmforge {meta.get('lmforge_version')}")
     _print(f"load time         {lm.load_seconds:.3f} s, peak resident memory {rss_mb:.0f} MB "
-           f"(weights: {weight_bytes / 2**20:.0f} MiB, memory-mapped until used)")
+           f"(weights {weight_bytes / 2**20:.0f} MiB; float32 ones are memory-mapped, resident "
+           "once used)")
     return report
 
 

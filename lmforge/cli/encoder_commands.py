@@ -96,7 +96,8 @@ def classify(model_dir: str, texts: list[str] | None = None, data: str | None = 
         y = LabelVocab(clf.labels).encode(rows)  # unknown labels: file, row and column named
         m = classification_metrics(y, pred, clf.labels)
         result["metrics"] = m
-        _print(f"\n{data}: {m['n']} rows, accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
+        _print(f"\n{data}: {m['n']} rows, accuracy {m['accuracy']:.4f}, "
+               f"macro-F1 {m['macro_f1']:.4f}")
         _print(format_confusion(m["confusion_matrix"], clf.labels))
         _print("\n" + m["report"])
     return result

@@ -29,8 +29,7 @@ TRUNCATIONS: tuple[str, ...] = ("head", "tail", "head+tail")
 
 def truncate(ids: Sequence[int], n: int, strategy: str = "head") -> list[int]:
     """At most ``n`` of ``ids``, chosen by ``strategy`` (module doc)."""
-    if strategy not in TRUNCATIONS:
-        raise ConfigError(f"truncation {strategy!r} is unknown; choose one of {', '.join(TRUNCATIONS)}")
+    _check_truncation(strategy)
     ids = list(ids)
     if len(ids) <= n:
         return ids
@@ -42,6 +41,12 @@ def truncate(ids: Sequence[int], n: int, strategy: str = "head") -> list[int]:
         return ids[len(ids) - n:]
     head = n // 4
     return ids[:head] + ids[len(ids) - (n - head):]
+
+
+def _check_truncation(strategy: str) -> None:
+    if strategy not in TRUNCATIONS:
+        raise ConfigError(f"truncation {strategy!r} is unknown; choose one of "
+                          f"{', '.join(TRUNCATIONS)}")
 
 
 def pair_budgets(la: int, lb: int, budget: int) -> tuple[int, int]:
@@ -124,8 +129,7 @@ def encode_texts(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = 
                  max_len: int = 128, truncation: str = "head") -> EncodedTexts:
     """``[CLS] text [SEP]`` (``[CLS] a [SEP] b [SEP]`` with ``pairs``, token types 0 then 1),
     each at most ``max_len`` tokens. ``tokenizer``: a ``tokenizers.Tokenizer``."""
-    if truncation not in TRUNCATIONS:
-        raise ConfigError(f"truncation {truncation!r} is unknown; choose one of {', '.join(TRUNCATIONS)}")
+    _check_truncation(truncation)
     n_special = 3 if pairs is not None else 2
     if max_len < n_special + 1:
         raise ConfigError(f"max_len {max_len} is too short: [CLS] text [SEP] needs at least "
@@ -133,7 +137,8 @@ def encode_texts(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = 
     sp = EncoderSpecials.from_tokenizer(tokenizer)
     tok = plain_tokenizer(tokenizer)
     a = [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
-    b = [e.ids for e in tok.encode_batch(list(pairs), add_special_tokens=False)] if pairs is not None else None
+    b = None if pairs is None else \
+        [e.ids for e in tok.encode_batch(list(pairs), add_special_tokens=False)]
     budget = max_len - n_special
     ids, types, cut = [], [], 0
     for i, x in enumerate(a):

@@ -82,7 +82,8 @@ class LabeledData:
             raise DataError(f"{self.path}: cannot hold out {fraction:g} of {len(self)} rows; "
                             "give a separate dev file or change the fraction")
         perm = np.random.default_rng([seed, 0x0DE7]).permutation(len(self))
-        return self.subset(np.sort(perm[n_out:]).tolist()), self.subset(np.sort(perm[:n_out]).tolist())
+        rest, held = np.sort(perm[n_out:]).tolist(), np.sort(perm[:n_out]).tolist()
+        return self.subset(rest), self.subset(held)
 
 
 def detect_format(path: str | Path, fmt: str = "auto") -> str:
@@ -275,7 +276,8 @@ class LabelVocab:
         if not explicit:
             if len(seen) < 2:
                 raise DataError(f"{train.path}: column {train.label_column!r}: every row has the "
-                                f"label {next(iter(seen))!r}; classification needs at least 2 classes")
+                                f"label {next(iter(seen))!r}; classification needs at least 2 "
+                                "classes")
             return cls(sorted(seen, key=_sort_key))
         vocab = cls(list(explicit))
         vocab.encode(train)  # training labels outside the explicit list are errors too

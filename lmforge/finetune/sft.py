@@ -162,7 +162,8 @@ class ChatTemplate:
 
 def find_chat_template(model_dir: str | Path) -> str | None:
     """A chat template stored with a model: ``chat_template.jinja``, the ``chat_template`` of
-    ``tokenizer_config.json`` (Hugging Face) or of ``meta.json``; None when there is none."""
+    ``tokenizer_config.json`` (Hugging Face) or of ``meta.json`` (top level, or under
+    ``generation`` as imports write it); None when there is none."""
     d = Path(model_dir)
     if (d / "chat_template.jinja").is_file():
         return (d / "chat_template.jinja").read_text(encoding="utf-8")
@@ -170,9 +171,13 @@ def find_chat_template(model_dir: str | Path) -> str | None:
         f = d / name
         if f.is_file():
             try:
-                t = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
-            except (json.JSONDecodeError, AttributeError):
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
                 continue
+            if not isinstance(data, dict):
+                continue
+            # imported models keep it with their stop tokens under meta["generation"]
+            t = data.get("chat_template") or (data.get("generation") or {}).get("chat_template")
             if isinstance(t, str) and t:
                 return t
     return None

@@ -95,9 +95,8 @@ def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_di
     meta = {SOURCE_KEY: {**source, "family": family.name, "model_type": hf.get("model_type"),
                          "dtype": _dtype_name(tensors), "config": hf}}
     if generation:
-        meta[GENERATION_KEY] = {k: v for k, v in generation.items()
-                                if k not in ("eos_token_ids",)} | {
-            "eos_token_ids": [i for i in generation.get("eos_token_ids", []) if i < cfg.vocab_size]}
+        stops = [i for i in generation.get("eos_token_ids", []) if 0 <= i < cfg.vocab_size]
+        meta[GENERATION_KEY] = {**generation, "eos_token_ids": stops}
     return write_model_dir(out_dir, cfg, tensors, tokenizer, meta)
 
 

@@ -233,9 +233,13 @@ def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]
 
 def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -> None:
     """Load ``path``'s weights into ``model``, the tensors read taking the place of the
-    model's own (tied parameters stay tied); floating-point weights cast to ``dtype``."""
+    model's own (tied parameters stay tied); floating-point weights cast to ``dtype`` (None:
+    torch's default dtype, float32, whatever dtype they are stored in)."""
     f = path / WEIGHTS
     tensors = _read_cast(path, dtype)
+    if dtype is None:  # a checkpoint saved in bfloat16 still loads as float32 by default
+        default = torch.get_default_dtype()
+        tensors = {k: v.to(default) if v.is_floating_point() else v for k, v in tensors.items()}
     tied = model.tied_keys() if hasattr(model, "tied_keys") else set()
     params = dict(model.named_parameters(remove_duplicate=False))
     alias = {k: next(o for o, p in params.items() if p is params[k] and o not in tied)

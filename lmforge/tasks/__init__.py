@@ -7,7 +7,9 @@ from ..training import RunConfig
 
 def train_task(cfg: RunConfig, **kw):
     """Train with the task ``cfg.task`` and ``cfg.model.arch`` call for: ``task = "classify"``
-    fine-tunes an encoder classifier (:func:`~lmforge.tasks.classify.train_classifier`);
+    fine-tunes an encoder classifier (:func:`~lmforge.tasks.classify.train_classifier`),
+    ``task = "sft"`` instruction-tunes a causal LM, fully or with LoRA/QLoRA
+    (:func:`~lmforge.tasks.sft.train_sft`);
     otherwise causal-LM pre-training for ``decoder``, masked-LM (+ next-sentence) pre-training
     for ``encoder``. Keyword arguments (resume, overwrite, stop_at, ...) go to that function;
     each returns a :class:`~lmforge.tasks.common.TrainRun`."""
@@ -15,6 +17,10 @@ def train_task(cfg: RunConfig, **kw):
         from .classify import train_classifier
 
         return train_classifier(cfg, **kw)
+    if cfg.task == "sft":
+        from .sft import train_sft
+
+        return train_sft(cfg, **kw)
     if cfg.model.arch == "encoder":
         from .mlm import train_mlm
 

@@ -169,10 +169,59 @@ def _split_report(name: str, m: dict, labels: list[str]) -> str:
             f"{format_confusion(m['confusion_matrix'], labels)}\n\n{m['report']}")
 
 
+def evaluate_splits(model: SequenceClassifier, parts: dict[str, EncodedSplit], labels: list[str],
+                    train_counts: np.ndarray, out: Path, batch_size: int,
+                    device) -> tuple[dict, str]:
+    """Full metrics of the dev and test splits (those present), their confusion-matrix PNGs
+    in ``out``, and the printable report: ({split: metrics}, report)."""
+    evals, reports = {}, []
+    for name in ("dev", "test"):
+        if name not in parts:
+            continue
+        p = parts[name]
+        pred = p.logits(model, batch_size, device).argmax(-1).numpy()  # (N,)
+        m = classification_metrics(p.y, pred, labels)
+        m["majority_baseline"] = majority_baseline(p.y, train_counts)
+        evals[name] = m
+        plot_confusion_matrix(m["confusion_matrix"], labels, out / f"confusion_{name}.png",
+                              title=f"{out.name}: {name} (accuracy {m['accuracy']:.3f})")
+        reports.append(_split_report(name, m, labels))
+    return evals, "\n".join(reports)
+
+
+def _run_meta(cfg: RunConfig, splits: ClassifySplits, parts: dict[str, EncodedSplit],
+              model: SequenceClassifier, init_meta: dict, weights: torch.Tensor | None) -> dict:
+    """meta.json of the classifier directory (training results are added as they come)."""
+    cc, labels = cfg.classify, splits.vocab.labels
+    data: dict = {name: {"path": p.data.path, "rows": len(p.y), "truncated": p.enc.n_truncated,
+                         "class_counts": dict(zip(labels, splits.vocab.counts(p.y).tolist()))}
+                  for name, p in parts.items()}
+    data.update(dev_source=splits.dev_source, paths=sorted({p.data.path for p in parts.values()}))
+    meta = {
+        "task": "classify",
+        "classifier": {"labels": labels, "max_len": cc.max_len, "truncation": cc.truncation,
+                       "pooling": model.pooling, "mode": cc.mode, "format": cc.format,
+                       "text_column": cc.text_column, "text_pair_column": cc.text_pair_column,
+                       "label_column": cc.label_column},
+        "init_from": {"path": cc.init_from, "task": init_meta.get("task"),
+                      "source": init_meta.get("source")} if cc.init_from else None,
+        "data": data,
+        "class_weights": None if weights is None else weights.tolist(),
+        "parameters": model.num_params(),
+        "trainable_parameters": model.num_params(trainable_only=True),
+        "run_config": to_dict(cfg),
+        "machine": machine(),
+    }
+    if cc.mode == "head-only" and "sentence_embedding" in init_meta:
+        meta["sentence_embedding"] = init_meta["sentence_embedding"]  # the encoder is unchanged
+    return meta
+
+
 def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
                      stop_at: int | None = None) -> TrainRun:
     """Fine-tune a classifier as ``cfg.classify`` says; returns the run with ``metrics``
-    (dev_/test_ accuracy, macro_f1, majority_baseline; best_step) and a printable ``report``."""
+    (dev_/test_ accuracy, macro_f1, majority = the majority-class baseline; best_step) and a
+    printable ``report``."""
     cc = cfg.classify
     splits = read_splits(cc, cfg.seed)
     out = prepare_out_dir(cfg, resume, overwrite)
@@ -199,30 +248,10 @@ def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
         tc = dataclasses.replace(tc, max_steps=max(1, math.ceil(cc.epochs * len(train.y) /
                                                                 (B * tc.grad_accum))))
     write_run_file(cfg, out)
-    head_only = cc.mode == "head-only"
-    if head_only:
+    if cc.mode == "head-only":
         model.freeze_encoder()
-    cached = head_only and cc.cache_features
-    encoder_meta = {"sentence_embedding": init_meta["sentence_embedding"]} \
-        if head_only and "sentence_embedding" in init_meta else {}
-    meta_base = {
-        "task": "classify",
-        "classifier": {"labels": labels, "max_len": cc.max_len, "truncation": cc.truncation,
-                       "pooling": model.pooling, "mode": cc.mode, "format": cc.format,
-                       "text_column": cc.text_column, "text_pair_column": cc.text_pair_column,
-                       "label_column": cc.label_column},
-        "init_from": {"path": cc.init_from, "task": init_meta.get("task"),
-                      "source": init_meta.get("source")} if cc.init_from else None,
-        "data": {name: {"path": p.data.path, "rows": len(p.y), "truncated": p.enc.n_truncated,
-                        "class_counts": dict(zip(labels, splits.vocab.counts(p.y).tolist()))}
-                 for name, p in parts.items()} | {"dev_source": splits.dev_source},
-        "class_weights": None if weights is None else weights.tolist(),
-        "parameters": model.num_params(),
-        "trainable_parameters": model.num_params(trainable_only=True),
-        "run_config": to_dict(cfg),
-        "machine": machine(),
-        **encoder_meta,
-    }
+    cached = cc.mode == "head-only" and cc.cache_features
+    meta_base = _run_meta(cfg, splits, parts, model, init_meta, weights)
 
     def save(summary: dict) -> None:
         save_model_dir(out, model, tokenizer, {**meta_base, "training": summary})
@@ -260,27 +289,16 @@ def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
         return run  # interrupted (stop_at): the checkpoint is the state to resume from
     if dev is not None:  # the model directory holds the best evaluation's weights
         model.load_state_dict(read_weights(out))
-    evals, reports = {}, []
-    for name in ("dev", "test"):
-        if name not in parts:
-            continue
-        p = parts[name]
-        pred = p.logits(model, cc.eval_batch_size, trainer.device).argmax(-1).numpy()
-        m = classification_metrics(p.y, pred, labels)
-        m["majority_baseline"] = majority_baseline(p.y, counts)
-        evals[name] = m
-        plot_confusion_matrix(m["confusion_matrix"], labels, out / f"confusion_{name}.png",
-                              title=f"{out.name}: {name} (accuracy {m['accuracy']:.3f})")
-        reports.append(_split_report(name, m, labels))
-        run.metrics.update({f"{name}_accuracy": m["accuracy"], f"{name}_macro_f1": m["macro_f1"],
-                            f"{name}_majority_baseline": m["majority_baseline"]})
-    best = {"best_step": es.best_step, "metric": cc.metric, "best": es.best} if es else {}
-    if es:
-        run.metrics["best_step"] = es.best_step
-    atomic_write_text(out / EVAL_FILE, json.dumps({"labels": labels, **best, **evals}, indent=2))
-    if dev is None:
+    else:
         save(trainer.summary())
+    evals, run.report = evaluate_splits(model, parts, labels, counts, out, cc.eval_batch_size,
+                                        trainer.device)
+    for name, m in evals.items():
+        run.metrics.update({f"{name}_accuracy": m["accuracy"], f"{name}_macro_f1": m["macro_f1"],
+                            f"{name}_majority": m["majority_baseline"]})
+    best = {"best_step": es.best_step, "metric": cc.metric, "best": es.best} if es else {}
+    run.metrics.update({"best_step": es.best_step} if es else {})
+    atomic_write_text(out / EVAL_FILE, json.dumps({"labels": labels, **best, **evals}, indent=2))
     brief = {k: {f: v for f, v in m.items() if f != "report"} for k, m in evals.items()}
     update_meta(out, eval=brief, training={**trainer.summary(), **best})
-    run.report = "\n".join(reports)
     return run

@@ -52,7 +52,8 @@ def embed_texts(lm: LoadedModel, texts: Sequence[str], pairs: Sequence[str] | No
     return emb.numpy()
 
 
-def cluster_embeddings(emb: np.ndarray, k: int, method: str = "kmeans", seed: int = 0) -> np.ndarray:
+def cluster_embeddings(emb: np.ndarray, k: int, method: str = "kmeans",
+                       seed: int = 0) -> np.ndarray:  # (N,)
     """Cluster ids (N,) of ``emb`` (N, C): k-means (10 restarts) or Ward agglomerative."""
     if method not in CLUSTER_METHODS:
         raise ConfigError(f"clustering method {method!r} is unknown; choose one of "
@@ -85,7 +86,8 @@ def cluster_metrics(emb: np.ndarray, clusters: np.ndarray,
 
 def project_2d(emb: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:  # (N, 2)
     if method not in PROJECTIONS:
-        raise ConfigError(f"projection {method!r} is unknown; choose one of {', '.join(PROJECTIONS)}")
+        raise ConfigError(f"projection {method!r} is unknown; choose one of "
+                          f"{', '.join(PROJECTIONS)}")
     if method == "pca":
         from sklearn.decomposition import PCA
 
@@ -93,7 +95,8 @@ def project_2d(emb: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarra
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (len(emb) - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return tsne.fit_transform(emb)
 
 
 @dataclass
@@ -135,8 +138,12 @@ def embed_file(model_dir: str | Path, data: str | Path, out: str | Path, *, fmt:
         report.clusters = cluster_embeddings(emb, clusters, method, seed)
         report.metrics = cluster_metrics(emb, report.clusters, label_ids)
     if plot:
-        colour, legend = (report.clusters, None) if report.clusters is not None else \
-            (label_ids, names) if label_ids is not None else (np.zeros(len(emb), dtype=int), ["texts"])
+        if report.clusters is not None:
+            colour, legend = report.clusters, None
+        elif label_ids is not None:
+            colour, legend = label_ids, names
+        else:
+            colour, legend = np.zeros(len(emb), dtype=int), ["texts"]
         from ..viz import plot_embedding_clusters
 
         what = f"{method} clusters" if report.clusters is not None else "labels"

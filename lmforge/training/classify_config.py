@@ -28,9 +28,11 @@ class ClassifyConfig:
     format: Literal["auto", "csv", "tsv", "jsonl", "label-text"] = "auto"
     """File format; auto = by extension (.csv, .tsv, .jsonl; anything else: label text lines)."""
     text_column: str = "text"
+    """Column (CSV/TSV header, JSONL field) holding the text."""
     text_pair_column: str = ""
     """Second text column for sentence-pair tasks; "" = single texts."""
     label_column: str = "label"
+    """Column holding the label (strings or integers)."""
     labels: list[str] = field(default_factory=list)
     """Class names in class-id order; [] = the labels seen in training (numbers in numeric,
     others in alphabetical order). Given explicitly, each needs a training example."""
@@ -63,6 +65,7 @@ class ClassifyConfig:
     patience: int = 0
     """Stop after this many dev evaluations without improvement; 0 = never stop early."""
     eval_batch_size: int = 64
+    """Examples per batch when evaluating and when caching head-only features."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dev_fraction < 1.0:

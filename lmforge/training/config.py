@@ -10,6 +10,7 @@ from ..config import apply_overrides, from_dict, load_file
 from ..errors import ConfigError
 from ..models import ModelConfig
 from .classify_config import ClassifyConfig
+from .sft_config import SFTConfig
 
 
 @dataclass
@@ -95,14 +96,16 @@ class RunConfig:
     """The model directory written by this run (checkpoints, logs and plots go inside)."""
     seed: int = 1337
     """Seeds the model initialisation, dropout and the order of training batches."""
-    task: Literal["pretrain", "classify"] = "pretrain"
+    task: Literal["pretrain", "classify", "sft"] = "pretrain"
     """pretrain = causal LM (decoder) or masked LM (encoder), by model.arch; classify =
-    fine-tune an encoder for sequence classification, configured by [classify]."""
+    fine-tune an encoder for sequence classification, configured by [classify]; sft =
+    instruction-tune a pretrained causal LM (full, LoRA or QLoRA), configured by [sft]."""
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     @classmethod
     def load(cls, path: str | None = None, overrides: list[str] | None = None,

@@ -206,7 +206,8 @@ class Trainer:
             self.last_val = val
             self.best_val = val if self.best_val is None else min(self.best_val, val)
         if log is not None:
-            extra = {k: v for k, v in metrics.items() if k != "loss" and isinstance(v, (int, float))}
+            extra = {k: v for k, v in metrics.items()
+                     if k != "loss" and isinstance(v, (int, float))}
             log.log(step=self.step, split="val", loss=val, tokens=self.tokens,
                     elapsed_s=round(self.elapsed, 2), **extra)
         es = self.early_stopping

@@ -36,8 +36,9 @@ def test_csv_tsv_jsonl_and_label_text_read_the_same_rows(tmp_path):
 
 
 def test_pairs_integer_labels_and_unlabelled_files(tmp_path):
-    jl = jsonl(tmp_path, "nli.jsonl", [{"premise": "a man sleeps", "hypothesis": "a man is awake",
-                                       "label": 2}, {"premise": "x", "hypothesis": "y", "label": 0}])
+    jl = jsonl(tmp_path, "nli.jsonl", [
+        {"premise": "a man sleeps", "hypothesis": "a man is awake", "label": 2},
+        {"premise": "x", "hypothesis": "y", "label": 0}])
     d = read_labeled(jl, text_column="premise", pair_column="hypothesis")
     assert d.pairs == ["a man is awake", "y"] and d.labels == ["2", "0"]
     txt = write(tmp_path, "s.txt", "first sentence\n\nsecond one\n")
@@ -46,7 +47,8 @@ def test_pairs_integer_labels_and_unlabelled_files(tmp_path):
     assert plain.rows == [1, 3]
     nolab = write(tmp_path, "n.csv", "text\nhello\n")
     assert read_labeled(nolab, labels="optional").labels is None
-    assert read_labeled(write(tmp_path, "l.csv", "text,label\nhi,a\n"), labels="optional").labels == ["a"]
+    labelled = write(tmp_path, "l.csv", "text,label\nhi,a\n")
+    assert read_labeled(labelled, labels="optional").labels == ["a"]
 
 
 def test_label_vocab_orders_numbers_numerically_and_keeps_explicit_order(tmp_path):

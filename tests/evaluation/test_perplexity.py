@@ -1,8 +1,12 @@
+import copy
+import dataclasses
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from lmforge.errors import DataError
 from lmforge.evaluation import perplexity, windows
 from lmforge.models import ModelConfig, build_model
 
@@ -52,3 +56,17 @@ def test_bos_scores_the_first_token_too():
     m = model()
     res = perplexity(m, [3, 4, 5, 6], n_chars=4, n_bytes=4, bos_id=0)
     assert res.n_tokens == 4
+
+
+def test_window_shorter_than_the_context():
+    """context=W scores as a model whose context is W would (the same windows)."""
+    ids = torch.randint(0, 30, (40,), generator=torch.Generator().manual_seed(4)).tolist()
+    m = model(ctx=16)
+    m8 = copy.deepcopy(m)
+    m8.cfg = dataclasses.replace(m.cfg, context_length=8)
+    short = perplexity(m8, ids, n_chars=40, n_bytes=40)
+    windowed = perplexity(m, ids, n_chars=40, n_bytes=40, context=8)
+    assert (windowed.context, windowed.stride) == (8, 4)
+    assert math.isclose(windowed.loss, short.loss, rel_tol=1e-5)
+    with pytest.raises(DataError, match="window must be in 1..16"):
+        perplexity(model(ctx=16), ids, n_chars=40, n_bytes=40, context=32)

@@ -142,8 +142,12 @@ def test_lmforge_import_routes_bert_directories(tmp_path, capsys):
         ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).logits
         got = lm.model(ids, types, mask).mlm_logits
     assert ((got - ref).abs() * mask[..., None]).max().item() <= 1e-4
-    half = load_model_dir(import_hf(src, tmp_path / "lm16", dtype="bfloat16"))
-    assert next(half.model.parameters()).dtype == torch.bfloat16
+    from safetensors import safe_open
+
+    half = import_hf(src, tmp_path / "lm16", dtype="bfloat16")
+    with safe_open(str(half / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert load_model_dir(half).meta["imported_from"]["dtype"] == "bfloat16"
 
 
 def test_bad_checkpoints_have_clear_errors(tmp_path):

@@ -72,7 +72,8 @@ def test_model_directory_round_trip(tmp_path):
     save_model_dir(tmp_path, m, tok, {"classifier": {"labels": ["a", "b", "c"]}})
     lm = load_model_dir(tmp_path)
     assert isinstance(lm.model, SequenceClassifier) and lm.config.n_classes == 3
-    assert lm.config.classifier_pooling == "mean" and lm.meta["classifier"]["labels"] == ["a", "b", "c"]
+    assert lm.config.classifier_pooling == "mean"
+    assert lm.meta["classifier"]["labels"] == ["a", "b", "c"]
     b = batch()
     args = (b["input_ids"], b["token_type_ids"], b["padding_mask"])
     with torch.no_grad():

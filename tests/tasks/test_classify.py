@@ -30,7 +30,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def run(out, data, **kw):
-    cfg = RunConfig.load(None, tiny_classify_overrides(out, data / "train.csv", data / "dev.csv", **kw))
+    ov = tiny_classify_overrides(out, data / "train.csv", data / "dev.csv", **kw)
+    cfg = RunConfig.load(None, ov)
     return train_task(cfg, overwrite=True)
 
 
@@ -43,7 +44,8 @@ def trained(tmp_path_factory, data):
 def test_writes_a_classifier_model_directory(trained):
     out = trained.out_dir
     for name in ("config.json", "model.safetensors", "tokenizer.json", "meta.json", "eval.json",
-                 "confusion_dev.png", "confusion_test.png", "loss.png", "metrics.jsonl", "run.toml"):
+                 "confusion_dev.png", "confusion_test.png", "loss.png", "metrics.jsonl",
+                 "run.toml"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "meta.json").read_text())
     assert meta["task"] == "classify" and meta["classifier"]["labels"] == ["neg", "pos"]
@@ -83,7 +85,7 @@ def test_resume_is_exact(tmp_path, data, trained):
     train_task(cfg, stop_at=30)  # "killed" after step 30 (checkpoint at 20)
     resumed = train_task(cfg, resume=True)
     assert resumed.result.step == full.result.step == 60
-    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("full", "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics == full.metrics
 
@@ -109,9 +111,11 @@ def test_head_only_from_an_mlm_encoder_keeps_it_bit_identical(tmp_path, data, ml
     for out in (cached.out_dir, direct.out_dir):
         got = load_file(out / "model.safetensors")
         assert all(torch.equal(got[k], v) for k, v in enc.items() if k.startswith("encoder."))
-        assert sorted(k for k in got if not k.startswith("encoder.")) == ["head.proj.bias", "head.proj.weight"]
+        head = sorted(k for k in got if not k.startswith("encoder."))
+        assert head == ["head.proj.bias", "head.proj.weight"]
         meta = json.loads((out / "meta.json").read_text())
-        assert meta["trainable_parameters"] == 32 * 2 + 2 and meta["init_from"]["task"] == "masked-lm+nsp"
+        assert meta["trainable_parameters"] == 32 * 2 + 2
+        assert meta["init_from"]["task"] == "masked-lm+nsp"
     # features computed once = the frozen encoder run at every step (no dropout in either)
     a, b = (load_file(o / "model.safetensors") for o in (cached.out_dir, direct.out_dir))
     assert torch.allclose(a["head.proj.weight"], b["head.proj.weight"], atol=1e-4)
@@ -131,7 +135,8 @@ def test_class_weights_truncation_and_epochs_are_applied(tmp_path, data):
     n_train = meta["data"]["train"]["rows"]
     counts = meta["data"]["train"]["class_counts"]
     assert n_train == 72 and r.result.step == 9  # ceil(2 * 72 / 16)
-    assert meta["class_weights"] == pytest.approx([n_train / (2 * counts["neg"]), n_train / (2 * counts["pos"])])
+    balanced = [n_train / (2 * counts["neg"]), n_train / (2 * counts["pos"])]
+    assert meta["class_weights"] == pytest.approx(balanced)
     assert meta["classifier"]["truncation"] == "tail" and meta["data"]["train"]["truncated"] > 0
     assert meta["data"]["dev_source"].startswith("0.2 of")
 

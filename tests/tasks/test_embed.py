@@ -34,7 +34,8 @@ def test_separable_clusters_are_recovered(method):
     bad = cluster_metrics(x, c, shuffled)
     assert abs(bad["ari"]) < 0.05 and bad["nmi"] < 0.05
     overlapping, y2 = blobs(spread=20.0)  # clusters that are not there: a low silhouette
-    assert cluster_metrics(overlapping, cluster_embeddings(overlapping, 3, method), y2)["silhouette"] < 0.2
+    found = cluster_embeddings(overlapping, 3, method)
+    assert cluster_metrics(overlapping, found, y2)["silhouette"] < 0.2
 
 
 def test_projections_and_bad_arguments():
@@ -51,8 +52,8 @@ def test_projections_and_bad_arguments():
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
-                                        sorted({w for t, _ in synthetic_rows(200) for w in t.split()}))}
+    words = sorted({w for t, _ in synthetic_rows(200) for w in t.split()})
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     torch.manual_seed(0)
@@ -68,7 +69,8 @@ def test_embed_texts_pools_the_encoder_states(tiny_dir):
     enc = encode_texts(lm.tokenizer, texts, max_len=32)
     b = enc.batch(range(3))
     with torch.no_grad():
-        want = pool(lm.model.encoder(b["input_ids"], None, b["padding_mask"]), b["padding_mask"], "max")
+        h = lm.model.encoder(b["input_ids"], None, b["padding_mask"])  # (B, T, C)
+        want = pool(h, b["padding_mask"], "max")
     got = embed_texts(lm, texts, pooling="max")
     assert got.shape == (3, 32) and np.allclose(got, want.numpy(), atol=1e-5)
     normed = embed_texts(lm, texts, normalize=True)
@@ -80,7 +82,8 @@ def test_embed_file_writes_embeddings_scores_and_plot(tmp_path, tiny_dir):
     r = embed_file(tiny_dir, data, tmp_path / "e.npy", clusters=2, plot=tmp_path / "p.png",
                    projection="pca")
     assert np.load(tmp_path / "e.npy").shape == (40, 32) and r.clusters.shape == (40,)
-    assert {"silhouette", "ari", "nmi"} <= set(r.metrics) and (tmp_path / "p.png").stat().st_size > 1000
+    assert {"silhouette", "ari", "nmi"} <= set(r.metrics)
+    assert (tmp_path / "p.png").stat().st_size > 1000
     nolab = tmp_path / "t.txt"
     nolab.write_text("\n".join(t for t, _ in synthetic_rows(10)) + "\n")
     r = embed_file(tiny_dir, nolab, tmp_path / "f.npy", clusters=2)
@@ -95,7 +98,8 @@ def test_defaults_of_a_classifier_directory(tmp_path, tiny_dir):
     clf = load_model_dir(tmp_path / "c")
     assert embedding_defaults(clf) == ("cls", False)
     with pytest.raises(ConfigError, match="not an encoder"):
-        embed_texts(type(lm)(build_model(ModelConfig(vocab_size=40)), lm.tokenizer, lm.config), ["a"])
+        decoder = type(lm)(build_model(ModelConfig(vocab_size=40)), lm.tokenizer, lm.config)
+        embed_texts(decoder, ["a"])
 
 
 TOPICS = {
@@ -127,5 +131,6 @@ def test_minilm_embeddings_of_two_topics_form_two_clusters(tmp_path):
     emb = embed_texts(lm, texts)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     m = cluster_metrics(emb, cluster_embeddings(emb, 2, "kmeans"), y)
-    print(f"MiniLM, 2 topics: ARI {m['ari']:.3f}, NMI {m['nmi']:.3f}, silhouette {m['silhouette']:.3f}")
+    print(f"MiniLM, 2 topics: ARI {m['ari']:.3f}, NMI {m['nmi']:.3f}, "
+          f"silhouette {m['silhouette']:.3f}")
     assert m["ari"] == pytest.approx(1.0) and m["nmi"] == pytest.approx(1.0)

@@ -154,11 +154,12 @@ def generation_settings(src: Path, hf: dict, tokenizer: Tokenizer) -> dict:
     """meta.json's ``generation`` entry for a Hugging Face directory: BOS id, the ids that end
     generation (generation_config.json's eos_token_id, which may be a list, config.json's,
     and the tokenizer's eos_token) and the chat template."""
-    gen = read_json(src / "generation_config.json") if (src / "generation_config.json").is_file() \
-        else {}
+    f = src / "generation_config.json"
+    gen = read_json(f) if f.is_file() else {}
     named = special_tokens(src)
     by_name = {k: tokenizer.token_to_id(v) for k, v in named.items()}
-    eos = _ids(gen.get("eos_token_id")) + _ids(hf.get("eos_token_id")) + _ids(by_name.get("eos_token"))
+    eos = (_ids(gen.get("eos_token_id")) + _ids(hf.get("eos_token_id"))
+           + _ids(by_name.get("eos_token")))
     bos = (_ids(gen.get("bos_token_id")) + _ids(hf.get("bos_token_id"))
            + _ids(by_name.get("bos_token")) or [None])[0]
     pad = (_ids(gen.get("pad_token_id")) + _ids(hf.get("pad_token_id")) + [None])[0]
