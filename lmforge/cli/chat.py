@@ -27,7 +27,8 @@ def _read(stdin: TextIO, interactive: bool, out: TextIO) -> str | None:
 def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
          temperature: float = 0.7, top_p: float = 0.9, top_k: int = 0, seed: int | None = None,
          device: str = "cpu", dtype: str | None = None, stdin: TextIO | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None):
+         stdout: TextIO | None = None, stderr: TextIO | None = None,
+         adapter: str | None = None):
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
     the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation)."""
     from ..inference import ChatSession, GenerationConfig
@@ -35,7 +36,7 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
 
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin is sys.stdin and stdin.isatty()
-    lm = load_model_dir(model_dir, device=device, dtype=dtype)
+    lm = load_model_dir(model_dir, device=device, dtype=dtype, adapter=adapter)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                            top_p=top_p, seed=seed)
     session = ChatSession.from_loaded(lm, system=system, gen=gen,
@@ -78,9 +79,10 @@ def add_chat_parser(sub) -> None:
     ch.add_argument("--seed", type=int)
     ch.add_argument("--device", default="cpu")
     ch.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    ch.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
 
 
 def run_chat(args) -> None:
     chat(args.model_dir, system=args.system, max_new_tokens=args.max_new_tokens,
          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-         device=args.device, dtype=args.dtype)
+         device=args.device, dtype=args.dtype, adapter=args.adapter)

@@ -62,14 +62,15 @@ def train(config: str | None = None, overrides: list[str] | None = None, preset:
 def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
              stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
-             dtype: str | None = None, stream: bool = True, chat: bool = False) -> list[str]:
+             dtype: str | None = None, stream: bool = True, chat: bool = False,
+             adapter: str | None = None) -> list[str]:
     """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
     chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
     import), else at the tokenizer's ``<|endoftext|>``."""
     from ..inference import ChatSession, GenerationConfig, generation_settings, stream_ids
     from ..io import load_model_dir
 
-    lm = load_model_dir(model_dir, device=device, dtype=dtype)
+    lm = load_model_dir(model_dir, device=device, dtype=dtype, adapter=adapter)
     settings = generation_settings(lm.meta, lm.tokenizer)
     eos = settings.eos_token_ids
     ids = lm.tokenizer.encode(prompt).ids

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
     g.add_argument("--chat", action="store_true",
                    help="answer the prompt as a user message, through the model's chat template")
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             c.generate(args.model_dir, args.prompt, args.max_new_tokens,
                        0.0 if args.greedy else args.temperature, args.top_k, args.top_p,
                        args.seed, args.stop, args.num_samples, args.device, args.dtype,
-                       chat=args.chat)
+                       chat=args.chat, adapter=args.adapter)
         elif args.command == "eval":
             c.dump_json(c.evaluate(args.model_dir, args.data, args.stride, args.batch_size,
                                    args.device, max_chars=args.max_chars), args.json)

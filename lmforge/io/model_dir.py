@@ -257,8 +257,10 @@ def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
-                   dtype: str | None = None) -> LoadedModel:
-    """Load a model directory for inference (eval mode) on ``device``, in ``dtype``."""
+                   dtype: str | None = None, adapter: str | Path | None = None) -> LoadedModel:
+    """Load a model directory for inference (eval mode) on ``device``, in ``dtype``. With
+    ``adapter`` (a LoRA adapter directory trained on this base), the adapter is loaded (its
+    base fingerprint checked) and merged into the weights."""
     t0 = time.perf_counter()
     path = Path(path)
     cfg = read_config(path)
@@ -269,6 +271,11 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
     with skip_init():
         model = build_model(cfg)
     load_state(path, model, DTYPES[dtype] if dtype else None)
+    if adapter is not None:
+        from ..finetune import load_adapter, merge_lora
+
+        load_adapter(model, adapter)
+        merge_lora(model)
     if dtype is not None:
         model.to(DTYPES[dtype])  # the buffers (RoPE tables); the weights already are
     model.to(device).eval()

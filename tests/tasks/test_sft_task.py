@@ -66,3 +66,22 @@ def test_qlora_and_full_sft(base_dir, tmp_path):
     assert f.metrics["trainable_share"] == 1.0
     assert f.metrics["heldout_loss_after"] < f.metrics["heldout_loss_before"]
     assert (tmp_path / "full" / "model.safetensors").is_file()
+
+
+def test_generate_with_adapter_flag(base_dir, tmp_path, capsys):
+    from lmforge.cli.main import main
+
+    run(base_dir, tmp_path / "lora", "lora", steps=20)
+    args = ["generate", str(base_dir), "--prompt", "What is", "--greedy", "--max-new-tokens", "8"]
+    assert main(args + ["--adapter", str(tmp_path / "lora" / "adapter")]) == 0
+    with_adapter = capsys.readouterr().out
+    assert main(["generate", str(tmp_path / "lora"), "--prompt", "What is", "--greedy",
+                 "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out == with_adapter  # = the merged model directory
+    other = tmp_path / "other"
+    torch.manual_seed(1)
+    cfg = json.loads((base_dir / "config.json").read_text())
+    save_model_dir(other, build_model(ModelConfig(**cfg)), load_model_dir(base_dir).tokenizer)
+    assert main(["generate", str(other), "--prompt", "a", "--adapter",
+                 str(tmp_path / "lora" / "adapter")]) == 2
+    assert "fingerprint" in capsys.readouterr().err
