@@ -39,8 +39,8 @@ def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
 
 def scaled_dot_product_attention(
     q: torch.Tensor,  # (B, H, Tq, D)
-    k: torch.Tensor,  # (B, H, Tk, D)
-    v: torch.Tensor,  # (B, H, Tk, D)
+    k: torch.Tensor,  # (B, Hkv, Tk, D), Hkv divides H
+    v: torch.Tensor,  # (B, Hkv, Tk, D)
     mask: torch.Tensor | None = None,  # bool, True = attend, broadcast to (B, H, Tq, Tk)
     bias: torch.Tensor | None = None,  # float, added to scores, broadcast to (B, H, Tq, Tk)
     is_causal: bool = False,
@@ -58,16 +58,23 @@ def scaled_dot_product_attention(
         backend = "explicit"
     if is_causal and Tq > 1:
         if mask is None and bias is None and backend == "fused" and not need_weights and Tq == Tk:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
+                                                  enable_gqa=k.shape[1] != q.shape[1]), None
         cm = causal_mask(Tq, Tk, q.device)
         mask = cm if mask is None else mask & cm
     if mask is not None:
         # a query that may attend to nothing (a padding position) attends to everything
         # instead: its output is ignored, and this keeps softmax free of NaN
         mask = mask | ~mask.any(-1, keepdim=True)
+    gqa = k.shape[1] != q.shape[1]  # grouped-query: each K/V head serves H / Hkv queries
     if backend == "fused" and not need_weights:
         attn_mask = _merge_mask(mask, bias, q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p), None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              enable_gqa=gqa), None
+    if gqa:
+        rep = q.shape[1] // k.shape[1]
+        k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)
+        v = v.repeat_interleave(rep, dim=1)
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
@@ -158,10 +165,6 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.update(layer, k, v)  # (B, Hkv, past+T, D)
         elif cache is not None and not static:
             cache.set_static(layer, k, v)
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)
-            v = v.repeat_interleave(rep, dim=1)
         need = attn_out is not None
         y, w = scaled_dot_product_attention(
             q, k, v, mask=mask, bias=bias, is_causal=is_causal,

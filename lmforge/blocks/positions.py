@@ -107,16 +107,27 @@ class RotaryEmbedding(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)  # (L, D)
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
+        self._memo = None
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` (B, H, T, D) by angles of ``positions`` (T,) or (B, T)."""
+        cos, sin = self._angles(positions, x.dtype)
+        return x * cos + rotate_half(x) * sin
+
+    def _angles(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos/sin for ``positions``; every layer of a forward pass gets the same positions
+        tensor, so the lookup is done once per pass, not twice per layer."""
+        memo = self._memo
+        if memo is not None and memo[0] is positions and memo[1] == dtype:
+            return memo[2], memo[3]
         if int(positions.max()) >= self.cos.shape[0]:
             self._build(int(positions.max()) * 2)
-        cos = self.cos[positions].to(x.dtype)  # (T, D) or (B, T, D)
-        sin = self.sin[positions].to(x.dtype)
+        cos = self.cos[positions].to(dtype)  # (T, D) or (B, T, D)
+        sin = self.sin[positions].to(dtype)
         if cos.dim() == 3:  # per-sequence positions: broadcast over heads
             cos, sin = cos[:, None], sin[:, None]
-        return x * cos + rotate_half(x) * sin
+        self._memo = (positions, dtype, cos, sin)
+        return cos, sin
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
