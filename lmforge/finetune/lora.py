@@ -37,6 +37,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import atomic_write, atomic_write_text
+from ..models.transformer import count_params
 from ._modules import check_not_tied, select, set_submodule
 from .nf4 import NF4Linear
 
@@ -207,12 +208,7 @@ def adaptable_layer_names(model: nn.Module) -> list[str]:
 
 
 def _count(model: nn.Module, trainable_only: bool) -> int:
-    seen, n = set(), 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        n += p.numel()
+    n = count_params(model, trainable_only)
     if not trainable_only:
         n += sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, NF4Linear))
     return n
