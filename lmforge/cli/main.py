@@ -12,7 +12,9 @@ from .encoder_commands import ENCODER_COMMANDS, add_encoder_parsers, run_encoder
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmforge", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="lmforge", description="Build, train, evaluate, inspect and use transformer models "
+        "on your own machine. `lmforge quickstart` trains a small GPT in a few minutes.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     q = sub.add_parser("quickstart", help="train a small GPT on real text, evaluate, sample (minutes)")
