@@ -49,9 +49,9 @@ def overrides(mode: str, args, init: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default="full,head-only")
-    ap.add_argument("--epochs", type=float, default=3.0, help="full fine-tuning epochs")
+    ap.add_argument("--epochs", type=float, default=4.0, help="full fine-tuning epochs")
     ap.add_argument("--head-epochs", type=float, default=20.0, help="head-only epochs")
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--head-lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=64)
