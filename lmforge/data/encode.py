@@ -21,7 +21,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, TokenizerError
+from ..errors import ConfigError
 
 Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "tail", "head+tail")
@@ -68,14 +68,12 @@ class EncoderSpecials:
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "EncoderSpecials":
-        names = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]"}
-        ids = {k: tokenizer.token_to_id(t) for k, t in names.items()}
-        missing = [names[k] for k, v in ids.items() if v is None]
-        if missing:
-            raise TokenizerError(
-                f"the tokenizer has no {', '.join(missing)} token(s); encoder classifiers read "
-                "[CLS] text [SEP] (padded with [PAD]): use a BERT/WordPiece tokenizer "
-                "(tokenizer.kind = \"wordpiece\")")
+        from ..tokenizers.train import require_tokens  # (lmforge.tokenizers reads data)
+
+        ids = require_tokens(
+            tokenizer, {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]"},
+            "encoder classifiers read [CLS] text [SEP] (padded with [PAD]): use a BERT/WordPiece "
+            "tokenizer (tokenizer.kind = \"wordpiece\")")
         return cls(**ids)
 
 

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError, TokenizerError
+from ..errors import DataError
 
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -49,14 +49,12 @@ class SpecialIds:
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "SpecialIds":
-        names = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "mask": "[MASK]"}
-        ids = {k: tokenizer.token_to_id(tok) for k, tok in names.items()}
-        missing = [names[k] for k, v in ids.items() if v is None]
-        if missing:
-            raise TokenizerError(
-                f"the tokenizer has no {', '.join(missing)} token(s), which masked-LM / NSP "
-                "training needs; train a WordPiece tokenizer (tokenizer.kind = \"wordpiece\") or "
-                "use a BERT tokenizer.json")
+        from ..tokenizers.train import require_tokens  # (lmforge.tokenizers reads data)
+
+        ids = require_tokens(
+            tokenizer, {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "mask": "[MASK]"},
+            "masked-LM / NSP training needs them: train a WordPiece tokenizer (tokenizer.kind = "
+            "\"wordpiece\") or use a BERT tokenizer.json")
         return cls(**ids)
 
     @property

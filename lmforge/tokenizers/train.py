@@ -164,3 +164,13 @@ def eos_token_id(tokenizer: Tokenizer) -> int | None:
         if idx is not None:
             return idx
     return None
+
+
+def require_tokens(tokenizer: Tokenizer, names: dict[str, str], why: str) -> dict[str, int]:
+    """Ids of the named special tokens (e.g. ``{"cls": "[CLS]"}``); a TokenizerError listing the
+    missing ones and ``why`` they are needed otherwise."""
+    ids = {k: tokenizer.token_to_id(t) for k, t in names.items()}
+    missing = [names[k] for k, v in ids.items() if v is None]
+    if missing:
+        raise TokenizerError(f"the tokenizer has no {', '.join(missing)} token(s); {why}")
+    return ids
