@@ -8,20 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .figure import pyplot, save_figure
 
 
 def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path,
                           title: str = "confusion matrix") -> Path:
     """Counts with rows = true class, columns = predicted class; cells shaded by row share."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(cm)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(labels)
@@ -40,18 +33,13 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], pa
                         color="white" if share[i, j] > 0.5 else "black", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_embedding_clusters(points: np.ndarray, clusters: np.ndarray, path: str | Path,
                             title: str = "embeddings", names: Sequence[str] | None = None) -> Path:
     """Scatter of 2-D points (N, 2) coloured by cluster id (N,); ``names`` label the colours."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
     ids = np.unique(clusters)
     cmap = plt.get_cmap("tab10" if len(ids) <= 10 else "tab20")
@@ -65,9 +53,4 @@ def plot_embedding_clusters(points: np.ndarray, clusters: np.ndarray, path: str 
     ax.set_yticks([])
     if len(ids) <= 20:
         ax.legend(markerscale=2, fontsize=8, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .figure import pyplot, save_figure
+
 
 def plot_loss_curve(rows: list[dict], path: str | Path, title: str = "loss") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for split, style in (("train", "-"), ("val", "o-")):
         pts = [(r["step"], r["loss"]) for r in rows if r.get("split") == split]
@@ -23,8 +20,4 @@ def plot_loss_curve(rows: list[dict], path: str | Path, title: str = "loss") -> 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
