@@ -36,3 +36,23 @@ __all__ = [
     "token_dtype",
     "truncate",
 ]
+
+from .parallel import (  # noqa: E402  (machine translation: sentence pairs)
+    FilterReport,
+    ParallelCorpus,
+    TokenBatches,
+    collate,
+    filter_pairs,
+    language_files,
+    read_parallel,
+)
+
+__all__ += [
+    "FilterReport",
+    "ParallelCorpus",
+    "TokenBatches",
+    "collate",
+    "filter_pairs",
+    "language_files",
+    "read_parallel",
+]

@@ -9,3 +9,7 @@ from .perplexity import PerplexityResult, perplexity, text_perplexity, windows
 __all__ = ["PerplexityResult", "classification_metrics", "format_confusion", "majority_baseline",
            "mlm_metrics", "perplexity", "quick_metrics", "text_perplexity",
            "windows"]
+
+from .translation import TranslationScores, side_by_side, translation_scores
+
+__all__ += ["TranslationScores", "side_by_side", "translation_scores"]

@@ -7,10 +7,11 @@ from .classifier import ClassificationHead, SequenceClassifier
 from .config import ModelConfig
 from .encoder import EncoderModel, MaskedLM, MaskedLMOutput
 from .heads import MLMHead, NSPHead, Pooler, pool
+from .seq2seq import Seq2SeqLM
 from .transformer import Transformer
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"decoder": CausalLM, "encoder": MaskedLM,
-                                             "classifier": SequenceClassifier}
+                                             "classifier": SequenceClassifier, "seq2seq": Seq2SeqLM}
 
 
 def model_kind(cfg: ModelConfig) -> str:
@@ -25,5 +26,5 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 __all__ = ["CausalLM", "ClassificationHead", "EncoderModel", "MLMHead", "MODEL_CLASSES", "MaskedLM",
-           "MaskedLMOutput", "ModelConfig", "NSPHead", "Pooler", "SequenceClassifier",
+           "MaskedLMOutput", "ModelConfig", "NSPHead", "Pooler", "Seq2SeqLM", "SequenceClassifier",
            "Transformer", "build_model", "model_kind", "pool"]

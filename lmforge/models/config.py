@@ -12,9 +12,10 @@ from ..errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    arch: Literal["decoder", "encoder"] = "decoder"
+    arch: Literal["decoder", "encoder", "seq2seq"] = "decoder"
     """Which model to assemble: ``decoder`` = causal language model (GPT, Llama); ``encoder``
-    = bidirectional encoder with masked-LM / next-sentence heads (BERT)."""
+    = bidirectional encoder with masked-LM / next-sentence heads (BERT); ``seq2seq`` =
+    encoder–decoder with cross-attention (the original Transformer, MarianMT)."""
     vocab_size: int = 0
     """Output/input vocabulary; 0 = take it from the tokenizer."""
     context_length: int = 256
@@ -22,6 +23,9 @@ class ModelConfig:
     d_model: int = 384
     """Width of the residual stream (embedding size)."""
     n_layer: int = 6
+    """Blocks in the stack (seq2seq: in the decoder)."""
+    encoder_layers: int | None = None
+    """seq2seq only: blocks in the encoder; None = n_layer."""
     n_head: int = 6
     n_kv_head: int | None = None
     """Key/value heads: None = n_head (multi-head); fewer = grouped-query; 1 = multi-query."""
@@ -48,6 +52,16 @@ class ModelConfig:
     """Biases in the feed-forward projections; None = ``bias``."""
     tie_embeddings: bool = True
     """Share the token embedding matrix with the output projection."""
+    share_embeddings: bool = True
+    """seq2seq only: one token-embedding table for encoder and decoder (a joint source/target
+    vocabulary); false = separate tables."""
+    src_vocab_size: int = 0
+    """seq2seq only: the source vocabulary when the source has its own tokenizer (then
+    share_embeddings = false); 0 = vocab_size (one joint tokenizer)."""
+    scale_embeddings: bool = False
+    """Multiply token embeddings by sqrt(d_model) (the original Transformer, MarianMT)."""
+    output_bias: bool = False
+    """A bias on the output projection (MarianMT's final_logits_bias)."""
     dropout: float = 0.0
     """Dropout on embeddings, attention weights and residual branches (training only)."""
     attention: Literal["fused", "explicit"] = "fused"
@@ -100,6 +114,14 @@ class ModelConfig:
             raise bad("n_classes", "only classifiers (heads = \"classifier\") have classes")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise bad("classifier_dropout", f"must be in [0, 1), got {self.classifier_dropout}")
+        if self.arch != "seq2seq" and (self.encoder_layers is not None or self.src_vocab_size):
+            raise bad("encoder_layers", "encoder_layers and src_vocab_size only apply to "
+                      "arch = \"seq2seq\"")
+        if self.encoder_layers is not None and self.encoder_layers <= 0:
+            raise bad("encoder_layers", f"must be positive, got {self.encoder_layers}")
+        if self.src_vocab_size and self.src_vocab_size != self.vocab_size and self.share_embeddings:
+            raise bad("share_embeddings", "a source vocabulary of its own (src_vocab_size) "
+                      "needs share_embeddings = false")
         if self.rope_scaling is not None:
             problem = _rope_scaling_problem(self.rope_scaling, self.positional)
             if problem:
@@ -117,6 +139,16 @@ class ModelConfig:
     def causal(self) -> bool:
         """Whether a position attends only to itself and earlier positions."""
         return self.arch == "decoder"
+
+    @property
+    def n_encoder_layer(self) -> int:
+        """seq2seq: blocks in the encoder."""
+        return self.encoder_layers or self.n_layer
+
+    @property
+    def source_vocab(self) -> int:
+        """seq2seq: size of the source vocabulary."""
+        return self.src_vocab_size or self.vocab_size
 
     @property
     def dim_head(self) -> int:

@@ -19,24 +19,32 @@ from ..errors import ConfigError
 from .config import ModelConfig
 
 
-def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None) -> TransformerBlock:
-    attn = MultiHeadAttention(cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias,
-                              rope=rope, backend=cfg.attention, dropout=cfg.dropout,
-                              head_dim=cfg.head_dim)
+def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None,
+                cross_attention: bool = False) -> TransformerBlock:
+    attn = lambda r: MultiHeadAttention(  # noqa: E731
+        cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias, rope=r,
+        backend=cfg.attention, dropout=cfg.dropout, head_dim=cfg.head_dim)
     ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.use_ff_bias)
     norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
-    return TransformerBlock(attn, ff, norm(), norm(), prenorm=cfg.prenorm, dropout=cfg.dropout)
+    cross = dict(cross_attn=attn(None), norm_cross=norm()) if cross_attention else {}
+    return TransformerBlock(attn(rope), ff, norm(), norm(), prenorm=cfg.prenorm,
+                            dropout=cfg.dropout, **cross)
 
 
 class Transformer(nn.Module):
     """Transformer backbone configured by ``ModelConfig``: causal self-attention for
-    ``arch = "decoder"``, bidirectional for ``arch = "encoder"``."""
+    ``arch = "decoder"``, bidirectional for ``arch = "encoder"``. An encoder–decoder builds
+    two: a bidirectional encoder, and a causal decoder whose blocks also cross-attend to the
+    encoder's output (``cross_attention``), sharing the encoder's ``embed`` when given."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, causal: bool | None = None, n_layer: int | None = None,
+                 cross_attention: bool = False, embed: TokenEmbedding | None = None,
+                 vocab_size: int | None = None):
         super().__init__()
         self.cfg = cfg
-        self.causal = cfg.causal
-        self.embed = TokenEmbedding(cfg.vocab_size, cfg.d_model)
+        self.causal = cfg.causal if causal is None else causal
+        self.embed = embed or TokenEmbedding(vocab_size or cfg.vocab_size, cfg.d_model,
+                                             scale=cfg.scale_embeddings)
         self.pos = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}.get(
             cfg.positional, lambda *a: None)(cfg.context_length, cfg.d_model)
         self.token_type = (TokenEmbedding(cfg.type_vocab_size, cfg.d_model)
@@ -52,7 +60,8 @@ class Transformer(nn.Module):
         else:
             self.alibi = None
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.layers = nn.ModuleList(build_block(cfg, rope) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(build_block(cfg, rope, cross_attention)
+                                    for _ in range(n_layer or cfg.n_layer))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.prenorm else None
 
     def forward(
@@ -64,6 +73,9 @@ class Transformer(nn.Module):
         token_type_ids: torch.Tensor | None = None,  # (B, T) segment ids; default all 0
         cache: KVCache | None = None,
         attn_out: list | None = None,  # if given, each layer appends its (B, H, T, S) weights
+        context: torch.Tensor | None = None,  # (B, S, C) encoder output, for cross-attention
+        context_mask: torch.Tensor | None = None,  # (B, S) bool, True = real source token
+        cross_out: list | None = None,  # if given, each layer appends its cross-attn weights
     ) -> torch.Tensor:  # (B, T, C)
         B, T = idx.shape
         past = cache.length if cache is not None else 0
@@ -89,9 +101,13 @@ class Transformer(nn.Module):
             bias = alibi_bias(self.alibi, q_pos, torch.arange(past + T, device=idx.device))
             if not self.causal:  # both directions penalised by distance: -slope * |q - k|
                 bias = -bias.abs()
+        cross = {}
+        if context is not None:
+            cross = dict(context=context, cross_out=cross_out, context_mask=None
+                         if context_mask is None else context_mask[:, None, None, :])  # (B,1,1,S)
         for i, layer in enumerate(self.layers):
             x = layer(x, positions=positions, mask=mask, bias=bias, is_causal=self.causal,
-                      cache=cache, layer=i, attn_out=attn_out)
+                      cache=cache, layer=i, attn_out=attn_out, **cross)
         if cache is not None:
             cache.advance(T)
         return self.norm(x) if self.norm is not None else x
