@@ -17,12 +17,14 @@ def _print(*a) -> None:
 
 
 def tokenizer_train(files: list[str], kind: str = "bpe", vocab_size: int = 4096,
-                    out: str = "tokenizer.json", min_frequency: int = 2) -> dict:
+                    out: str = "tokenizer.json", min_frequency: int = 2,
+                    special_tokens: list[str] | None = None) -> dict:
     from ..data import read_documents
     from ..tokenizers import save_tokenizer, tokenizer_report, train_tokenizer
 
     t0 = time.perf_counter()
-    tok = train_tokenizer(files, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency)
+    tok = train_tokenizer(files, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency,
+                          special_tokens=special_tokens)
     path = save_tokenizer(tok, out)
     report = tokenizer_report(tok, (d.text for d in read_documents(files)))
     report["seconds"] = round(time.perf_counter() - t0, 2)
@@ -98,8 +100,18 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
     return outs
 
 
+def model_arch(model_dir: str) -> str:
+    """``arch`` of a model directory's config (decoder, encoder, seq2seq)."""
+    from ..io.model_dir import read_config
+
+    return read_config(model_dir).arch
+
+
 def evaluate(model_dir: str, data: str | list[str], stride: int | None = None, batch_size: int = 8,
-             device: str = "cpu", text_field: str = "text", max_chars: int = 0) -> dict:
+             device: str = "cpu", text_field: str = "text", max_chars: int = 0,
+             baseline: str | None = None) -> dict:
+    """Perplexity of ``model_dir`` on ``data``; with ``baseline`` (the model before
+    fine-tuning) also the baseline's perplexity and the change (the forgetting report)."""
     from ..data import read_documents
     from ..evaluation import text_perplexity
     from ..io import load_model_dir
@@ -110,6 +122,9 @@ def evaluate(model_dir: str, data: str | list[str], stride: int | None = None, b
     if max_chars:
         text = text[:max_chars]
     t0 = time.perf_counter()
+    if baseline:
+        return _evaluate_against(lm, load_model_dir(baseline, device=device), text, model_dir,
+                                 baseline, data, stride, batch_size, t0)
     res = text_perplexity(lm.model, lm.tokenizer, text, stride=stride, batch_size=batch_size,
                           bos_id=eos_token_id(lm.tokenizer))
     out = res.to_dict()
@@ -121,6 +136,29 @@ def evaluate(model_dir: str, data: str | list[str], stride: int | None = None, b
     _print(f"  bits per char     {res.bits_per_char:.4f}")
     _print(f"  bits per byte     {res.bits_per_byte:.4f}")
     _print(f"  window / stride   {res.context} / {res.stride} tokens")
+    return out
+
+
+def _evaluate_against(lm, base, text: str, model_dir: str, baseline: str, data, stride,
+                      batch_size: int, t0: float) -> dict:
+    from ..evaluation.forgetting import format_forgetting, general_perplexity, compare_perplexity
+
+    ctx = min(lm.config.context_length, base.config.context_length)
+    before = general_perplexity(base.model, base.tokenizer, text, stride=stride,
+                                batch_size=batch_size, context=ctx)
+    after = general_perplexity(lm.model, lm.tokenizer, text, stride=stride,
+                               batch_size=batch_size, context=ctx)
+    out = {**after.to_dict(), "baseline": {"model_dir": baseline, **before.to_dict()},
+           "forgetting": compare_perplexity(before, after),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    _print(f"evaluated {model_dir} against the baseline {baseline} on {data}")
+    _print(f"  tokens            {after.n_tokens:,} ({after.n_chars:,} characters, "
+           f"{after.n_bytes:,} bytes); window / stride {after.context} / {after.stride}")
+    _print(f"  baseline          loss {before.loss:.4f}, perplexity {before.perplexity:.3f}, "
+           f"{before.bits_per_byte:.4f} bits/byte")
+    _print(f"  model             loss {after.loss:.4f}, perplexity {after.perplexity:.3f}, "
+           f"{after.bits_per_byte:.4f} bits/byte")
+    _print(format_forgetting(out["forgetting"]).splitlines()[-1])
     return out
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import LMForgeError
+from ..errors import ConfigError, LMForgeError
 from .chat import add_chat_parser, run_chat
 from .encoder_commands import ENCODER_COMMANDS, add_encoder_parsers, run_encoder_command
+from .translate_commands import add_translate_parser, run_translate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--vocab-size", type=int, default=4096)
     tt.add_argument("--min-frequency", type=int, default=2)
     tt.add_argument("--out", default="tokenizer.json")
+    tt.add_argument("--special-tokens", help="comma-separated special tokens (default: the kind's "
+                    "own, e.g. <|endoftext|> for bpe)")
+    tt.add_argument("--seq2seq", action="store_true", help="the special tokens an encoder–"
+                    "decoder needs: <pad>, <s>, </s>, <unk> (a joint tokenizer: pass the source "
+                    "and the target files)")
 
     tr = sub.add_parser("train", help="train a model from a TOML config")
     tr.add_argument("config", nargs="?", help="CONFIG.toml (see docs/config.md)")
@@ -58,14 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--chat", action="store_true",
                    help="answer the prompt as a user message, through the model's chat template")
 
-    e = sub.add_parser("eval", help="perplexity and bits per character/byte on held-out text")
+    e = sub.add_parser("eval", help="perplexity and bits per character/byte on held-out text; "
+                       "BLEU and chrF for an encoder–decoder")
     e.add_argument("model_dir")
-    e.add_argument("--data", required=True, nargs="+")
+    e.add_argument("--data", required=True, nargs="+", help="text (language models); source "
+                   "sentences, or a TSV/JSONL of pairs (encoder–decoders)")
+    e.add_argument("--ref", help="encoder–decoder: reference translations, line-aligned with --data")
+    e.add_argument("--beam", type=int, default=4, help="encoder–decoder: beam size (1 = greedy)")
+    e.add_argument("--length-penalty", type=float, default=1.0)
+    e.add_argument("--limit", type=int, default=0, help="encoder–decoder: first N sentences only")
+    e.add_argument("--samples", type=int, default=5,
+                   help="encoder–decoder: translations to show next to their references")
     e.add_argument("--stride", type=int, help="sliding-window stride (default: half the context)")
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--batch-size", type=int, help="default 8 (language models), 64 (translation)")
     e.add_argument("--max-chars", type=int, default=0, help="evaluate only the first N characters")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", help="also write the figures to this JSON file")
+    e.add_argument("--baseline", metavar="BASE_DIR", help="also score the model before "
+                   "fine-tuning and print both perplexities and the change (forgetting)")
 
     i = sub.add_parser("info", help="architecture, parameters, tokenizer, provenance")
     i.add_argument("model_dir")
@@ -85,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="directory to write")
 
     add_encoder_parsers(sub)  # classify, embed
+    add_translate_parser(sub)
     add_chat_parser(sub)
     return p
 
@@ -100,7 +117,13 @@ def main(argv: list[str] | None = None) -> int:
             quickstart(data=args.data, out_dir=args.out, steps=args.steps, prompt=args.prompt,
                        overrides=args.overrides)
         elif args.command == "tokenizer":
-            c.tokenizer_train(args.files, args.kind, args.vocab_size, args.out, args.min_frequency)
+            specials = args.special_tokens.split(",") if args.special_tokens else None
+            if args.seq2seq:
+                from ..tasks.seq2seq import SPECIAL_TOKENS
+
+                specials = list(dict.fromkeys(SPECIAL_TOKENS + (specials or [])))
+            c.tokenizer_train(args.files, args.kind, args.vocab_size, args.out, args.min_frequency,
+                              special_tokens=specials)
         elif args.command == "train":
             c.train(args.config, args.overrides, args.preset, args.resume, args.overwrite)
         elif args.command == "generate":
@@ -108,15 +131,29 @@ def main(argv: list[str] | None = None) -> int:
                        0.0 if args.greedy else args.temperature, args.top_k, args.top_p,
                        args.seed, args.stop, args.num_samples, args.device, args.dtype,
                        chat=args.chat, adapter=args.adapter)
+        elif args.command == "eval" and c.model_arch(args.model_dir) == "seq2seq":
+            from ..inference.translate import DecodeConfig
+            from .translate_commands import evaluate_translation
+
+            if len(args.data) != 1:
+                raise ConfigError("an encoder–decoder is evaluated on one --data file (sources, "
+                                  "with --ref, or a TSV/JSONL of pairs)")
+            decode = DecodeConfig(beam_size=args.beam, length_penalty=args.length_penalty)
+            c.dump_json(evaluate_translation(args.model_dir, args.data[0], args.ref, decode,
+                                             args.batch_size or 64, args.device, args.limit,
+                                             args.samples), args.json)
         elif args.command == "eval":
-            c.dump_json(c.evaluate(args.model_dir, args.data, args.stride, args.batch_size,
-                                   args.device, max_chars=args.max_chars), args.json)
+            c.dump_json(c.evaluate(args.model_dir, args.data, args.stride, args.batch_size or 8,
+                                   args.device, max_chars=args.max_chars,
+                                   baseline=args.baseline), args.json)
         elif args.command == "info":
             c.dump_json(c.info(args.model_dir), args.json)
         elif args.command == "import":
             c.import_model(args.src, args.out, args.dtype)
         elif args.command == "export":
             c.export_model(args.model_dir, args.format, args.out)
+        elif args.command == "translate":
+            run_translate(args)
         elif args.command == "chat":
             run_chat(args)
         elif args.command in ENCODER_COMMANDS:

@@ -102,7 +102,8 @@ def _read_two_files(source: Path, target: Path) -> ParallelCorpus:
         n_short, n_long = sorted((len(src), len(tgt)))
         raise DataError(
             f"{source} has {len(src)} lines but {target} has {len(tgt)}: "
-            f"{_line_span(n_short + 1, n_long)} of {longer} have no partner in {shorter}; "
+            f"{_line_span(n_short + 1, n_long)} of {longer} "
+            f"{'has' if n_long == n_short + 1 else 'have'} no partner in {shorter}; "
             f"the two files must be line-aligned (line i of one translates line i of the other), "
             f"so remove the extra lines or add the missing translations"
         )

@@ -195,7 +195,7 @@ class Seq2SeqTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer, meta: dict | None = None) -> "Seq2SeqTokens":
-        from ..tokenizers import require_tokens
+        from ..tokenizers.train import require_tokens
 
         names = {"pad": "<pad>", "start": "<s>", "eos": "</s>", **(meta or {}).get("seq2seq_tokens", {})}
         ids = require_tokens(tokenizer, names, "an encoder–decoder model")

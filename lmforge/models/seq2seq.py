@@ -31,7 +31,8 @@ class Seq2SeqLM(nn.Module):
         self.decoder = Transformer(cfg, causal=True, cross_attention=True,
                                    embed=self.encoder.embed if cfg.share_embeddings else None)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.output_bias)
-        init_weights(self, cfg.init_std, cfg.n_layer)
+        init_weights(self, cfg.init_std, cfg.n_layer,
+                     embed_std=cfg.d_model ** -0.5 if cfg.scale_embeddings else None)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.decoder.embed.weight
 

@@ -124,11 +124,15 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return n
 
 
-def init_weights(model: nn.Module, std: float, n_layer: int) -> None:
+def init_weights(model: nn.Module, std: float, n_layer: int, embed_std: float | None = None) -> None:
     """GPT-2 initialisation: N(0, std) for matrices and embeddings, zero biases, and residual
-    output projections scaled by 1/sqrt(2 * n_layer)."""
+    output projections scaled by 1/sqrt(2 * n_layer). ``embed_std`` overrides the token
+    embeddings' (the original Transformer: d_model ** -0.5, scaled by sqrt(d_model) in use, so
+    tokens are as loud as the sinusoidal positions added to them)."""
     for name, p in model.named_parameters():
-        if p.dim() >= 2:
+        if embed_std is not None and name.endswith("embed.weight"):
+            nn.init.normal_(p, mean=0.0, std=embed_std)
+        elif p.dim() >= 2:
             scale = 1 / math.sqrt(2 * n_layer) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1.0
             nn.init.normal_(p, mean=0.0, std=std * scale)
         elif name.endswith("bias"):

@@ -11,7 +11,8 @@ def train_task(cfg: RunConfig, **kw):
     ``task = "sft"`` instruction-tunes a causal LM, fully or with LoRA/QLoRA
     (:func:`~lmforge.tasks.sft.train_sft`);
     otherwise causal-LM pre-training for ``decoder``, masked-LM (+ next-sentence) pre-training
-    for ``encoder``. Keyword arguments (resume, overwrite, stop_at, ...) go to that function;
+    for ``encoder``, translation or span-corruption training for ``seq2seq``
+    (:func:`~lmforge.tasks.seq2seq.train_seq2seq`). Keyword arguments (resume, overwrite, stop_at, ...) go to that function;
     each returns a :class:`~lmforge.tasks.common.TrainRun`."""
     if cfg.task == "classify":
         from .classify import train_classifier
@@ -21,6 +22,10 @@ def train_task(cfg: RunConfig, **kw):
         from .sft import train_sft
 
         return train_sft(cfg, **kw)
+    if cfg.model.arch == "seq2seq":
+        from .seq2seq import train_seq2seq
+
+        return train_seq2seq(cfg, **kw)
     if cfg.model.arch == "encoder":
         from .mlm import train_mlm
 

@@ -10,6 +10,7 @@ from ..config import apply_overrides, from_dict, load_file
 from ..errors import ConfigError
 from ..models import ModelConfig
 from .classify_config import ClassifyConfig
+from .seq2seq_config import Seq2SeqConfig
 from .sft_config import SFTConfig
 
 
@@ -54,7 +55,9 @@ class TrainConfig:
     min_lr: float = 1e-4
     """Learning rate at the end of the cosine decay."""
     warmup_steps: int = 100
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "inverse_sqrt"] = "cosine"
+    """After warmup: cosine or linear decay to min_lr, constant, or inverse_sqrt (the original
+    Transformer's: lr * sqrt(warmup_steps / step))."""
     weight_decay: float = 0.1
     """AdamW weight decay, applied to matrices only (not to biases, norms)."""
     beta1: float = 0.9
@@ -97,7 +100,8 @@ class RunConfig:
     seed: int = 1337
     """Seeds the model initialisation, dropout and the order of training batches."""
     task: Literal["pretrain", "classify", "sft"] = "pretrain"
-    """pretrain = causal LM (decoder) or masked LM (encoder), by model.arch; classify =
+    """pretrain = causal LM (decoder), masked LM (encoder) or, for seq2seq, what
+    [seq2seq] says (translation or span corruption), by model.arch; classify =
     fine-tune an encoder for sequence classification, configured by [classify]; sft =
     instruction-tune a pretrained causal LM (full, LoRA or QLoRA), configured by [sft]."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,6 +110,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
 
     @classmethod
     def load(cls, path: str | None = None, overrides: list[str] | None = None,

@@ -26,9 +26,13 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9,
 def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int,
           schedule: str = "cosine") -> float:
     """Linear warmup from ~0 to ``lr`` over ``warmup_steps``, then ``schedule`` down to
-    ``min_lr`` at ``max_steps`` (cosine or linear) or flat (constant)."""
+    ``min_lr`` at ``max_steps`` (cosine or linear), flat (constant), or inverse_sqrt:
+    ``lr * sqrt(warmup_steps / (step + 1))`` ("Attention Is All You Need", which peaks at the
+    end of warmup and then decays with 1/sqrt(step))."""
     if warmup_steps > 0 and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
+    if schedule == "inverse_sqrt":
+        return lr * math.sqrt(max(warmup_steps, 1) / (step + 1))
     if schedule == "constant" or max_steps <= warmup_steps:
         return lr
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))

@@ -60,7 +60,7 @@ def test_line_count_mismatch_names_files_counts_and_lines(tmp_path: Path) -> Non
     assert f"lines 998-1000 of {en} have no partner in {de}" in msg
     # the other way round, and a single line
     de1 = _write(tmp_path / "one.de", "".join(f"t{i}\n" for i in range(1001)))
-    with pytest.raises(DataError, match=f"line 1001 of {de1} have no partner in {en}"):
+    with pytest.raises(DataError, match=f"line 1001 of {de1} has no partner in {en}"):
         read_parallel(en, de1)
 
 
