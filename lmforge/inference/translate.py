@@ -62,18 +62,19 @@ def greedy_decode(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id:
     for t in range(int(limits.max())):
         logits = model.decode(tok, memory, src_mask, cache=cache, last_only=True)[:, -1]  # (A, V)
         nxt = logits.argmax(-1)  # (A,)
-        ended = nxt == eos_id
-        for a, (b, token) in enumerate(zip(rows.tolist(), nxt.tolist())):
-            if not ended[a]:
+        tokens = nxt.tolist()
+        ended = torch.tensor([token == eos_id for token in tokens])  # (A,) on the CPU
+        for b, token, end in zip(rows.tolist(), tokens, ended.tolist()):
+            if not end:
                 out[b].append(token)
         keep = ~ended & (limits[rows] > t + 1)
         if not keep.all():
             if not keep.any():
                 break
             idx = keep.nonzero().squeeze(1)  # (A',)
-            rows, nxt = rows[idx], nxt[idx]
-            memory, src_mask = memory[idx], src_mask[idx]
-            cache.reorder(idx)
+            rows, dev_idx = rows[idx], idx.to(nxt.device)
+            nxt, memory, src_mask = nxt[dev_idx], memory[dev_idx], src_mask[dev_idx]
+            cache.reorder(dev_idx)
         tok = nxt[:, None]
     return out
 
@@ -165,7 +166,7 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
 def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig, *,
            start_id: int, eos_id: int) -> list[list[int]]:
     """Greedy (beam_size 1) or beam search over a padded batch of sources."""
-    limits = length_limits(src_mask, cfg, model.cfg.context_length)
+    limits = length_limits(src_mask, cfg, model.cfg.context_length).cpu()
     if cfg.beam_size == 1:
         return greedy_decode(model, src, src_mask, start_id=start_id, eos_id=eos_id, limits=limits)
     return beam_search(model, src, src_mask, start_id=start_id, eos_id=eos_id, limits=limits,

@@ -60,7 +60,7 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
             name = "mps"
         else:
             name = "cpu"
-    if name == "cuda" and info.enabled:
+    if name == "cuda":  # one process per GPU: its local rank (0 without torchrun)
         name = f"cuda:{info.local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
