@@ -54,12 +54,14 @@ def _decode_config(args):
 def load_translator(model_dir: str, device: str = "cpu", long_inputs: str = "truncate"):
     from ..inference.translate import Translator
     from ..io import load_model_dir
+    from ..io.model_dir import load_source_tokenizer
 
     lm = load_model_dir(model_dir, device=device)
     if lm.config.arch != "seq2seq":
         raise ConfigError(f"{model_dir} is a {lm.config.arch} model; translation needs an "
                           "encoder–decoder (model.arch = \"seq2seq\")")
-    return Translator(lm.model, lm.tokenizer, lm.meta, long_inputs=long_inputs)
+    return Translator(lm.model, lm.tokenizer, lm.meta, long_inputs=long_inputs,
+                      src_tokenizer=load_source_tokenizer(model_dir))
 
 
 def _lines(path: str) -> list[str]:

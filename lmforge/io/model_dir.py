@@ -5,6 +5,7 @@
       model.safetensors  the weights (tied weights stored once)
       tokenizer.json     a Hugging Face `tokenizers` tokenizer
       meta.json          provenance: how it was trained, on what, with which results
+      source_tokenizer.json  (encoder–decoders with separate vocabularies) the source side's
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from ..models import ModelConfig, build_model
 from .atomic import atomic_write, atomic_write_text
 
 CONFIG, WEIGHTS, TOKENIZER, META = "config.json", "model.safetensors", "tokenizer.json", "meta.json"
+SOURCE_TOKENIZER = "source_tokenizer.json"
+"""Encoder–decoders with a source vocabulary of their own keep its tokenizer here."""
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -119,6 +122,20 @@ def load_tokenizer_file(path: Path):
     f = path / TOKENIZER
     if not f.is_file():
         raise TokenizerError(f"{f} is missing; copy the tokenizer the model was trained with there")
+    try:
+        return Tokenizer.from_file(str(f))
+    except Exception as e:  # tokenizers raises plain Exception subclasses
+        raise TokenizerError(f"{f} cannot be read as a tokenizer ({e})") from None
+
+
+def load_source_tokenizer(path: str | Path):
+    """The source-side tokenizer of an encoder–decoder with separate vocabularies, or None
+    (one joint tokenizer.json serves both sides)."""
+    from tokenizers import Tokenizer
+
+    f = Path(path) / SOURCE_TOKENIZER
+    if not f.is_file():
+        return None
     try:
         return Tokenizer.from_file(str(f))
     except Exception as e:  # tokenizers raises plain Exception subclasses

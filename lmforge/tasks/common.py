@@ -55,7 +55,8 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
     old = from_dict(RunConfig, load_file(f))
     for section in ("model", "data", "tokenizer", "classify"):
         a, b = to_dict(getattr(old, section)), to_dict(getattr(cfg, section))
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "vocab_size")
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                      and k not in ("vocab_size", "src_vocab_size"))
         if diff:
             raise ConfigError(
                 f"--resume: {section}.{diff[0]} differs from the run being resumed ({f}: "

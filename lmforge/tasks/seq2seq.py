@@ -10,6 +10,7 @@ at once the model directory and the run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -26,10 +27,12 @@ from ..errors import ConfigError, DataError
 from ..evaluation.translation import side_by_side, translation_scores
 from ..inference.translate import DecodeConfig, Seq2SeqTokens, Translator
 from ..io import save_model_dir
-from ..io.model_dir import update_meta
+from ..io.atomic import atomic_write_text
+from ..io.model_dir import SOURCE_TOKENIZER, update_meta
 from ..models import build_model
 from ..objectives import seq2seq_objective
 from ..objectives.span_corruption import corrupt, sentinel_tokens
+from ..tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from ..training import RunConfig, Trainer
 from ..training.seq2seq_config import Seq2SeqConfig
 from .common import TrainRun, finish, fit_vocab, machine, prepare_out_dir, run_tokenizer, write_run_file
@@ -76,6 +79,27 @@ def _tokenizer(cfg: RunConfig, out: Path, resume: bool, texts, specials: list[st
     return tok
 
 
+def _source_tokenizer(cfg: RunConfig, out: Path, resume: bool, texts: list[str]):
+    """With separate tokenizers: the source side's, trained on the source sentences (with the
+    target's kind and size) unless ``seq2seq.source_tokenizer`` names one; saved in ``out``."""
+    saved = out / SOURCE_TOKENIZER
+    if resume and saved.is_file():
+        tok = load_tokenizer(saved)
+    elif cfg.seq2seq.source_tokenizer:
+        tok = load_tokenizer(cfg.seq2seq.source_tokenizer)
+    else:
+        corpus = out / "source-tokenizer-corpus.txt"
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        try:
+            tok = train_tokenizer([corpus], kind=cfg.tokenizer.kind,
+                                  vocab_size=cfg.tokenizer.vocab_size, special_tokens=SPECIAL_TOKENS)
+        finally:
+            corpus.unlink(missing_ok=True)
+    Seq2SeqTokens.from_tokenizer(tok)  # the same special tokens as the target side
+    save_tokenizer(tok, saved)
+    return tok
+
+
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -104,14 +128,24 @@ def train_seq2seq(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fal
     if cfg.model.context_length < sc.max_len + 1:
         raise ConfigError(f"model.context_length ({cfg.model.context_length}) must be at least "
                           f"seq2seq.max_len + 1 ({sc.max_len + 1}: the end token is added)")
+    if sc.separate_tokenizers:  # two vocabularies cannot share one embedding table
+        cfg.model = dataclasses.replace(cfg.model, share_embeddings=False)
     out = prepare_out_dir(cfg, resume, overwrite)
     train = read_split(sc, "train")
     valid, test = read_split(sc, "valid"), read_split(sc, "test")
-    tokenizer = _tokenizer(cfg, out, resume, lambda: train.src + train.tgt, SPECIAL_TOKENS)
+    if sc.separate_tokenizers:
+        tokenizer = _tokenizer(cfg, out, resume, lambda: train.tgt, SPECIAL_TOKENS)
+        src_tok = _source_tokenizer(cfg, out, resume, train.src)
+    else:
+        tokenizer = _tokenizer(cfg, out, resume, lambda: train.src + train.tgt, SPECIAL_TOKENS)
+        src_tok = tokenizer
     vocab = fit_vocab(cfg, tokenizer)
+    if sc.separate_tokenizers:
+        cfg.model = dataclasses.replace(
+            cfg.model, src_vocab_size=src_tok.get_vocab_size(with_added_tokens=True))
     tokens = Seq2SeqTokens.from_tokenizer(tokenizer)
 
-    src_ids, tgt_ids = _encode(tokenizer, train.src), _encode(tokenizer, train.tgt)
+    src_ids, tgt_ids = _encode(src_tok, train.src), _encode(tokenizer, train.tgt)
     kept, report = filter_pairs(src_ids, tgt_ids, train.where, max_len=sc.max_len,
                                 max_ratio=sc.max_ratio)
     src_ids, tgt_ids = [src_ids[i] for i in kept], [tgt_ids[i] for i in kept]
@@ -119,7 +153,7 @@ def train_seq2seq(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fal
                            sc.max_tokens, cfg.seed)
     val_batches: list[dict] = []
     if valid is not None:
-        vs, vt = _encode(tokenizer, valid.src), _encode(tokenizer, valid.tgt)
+        vs, vt = _encode(src_tok, valid.src), _encode(tokenizer, valid.tgt)
         vkeep, _ = filter_pairs(vs, vt, valid.where, max_len=cfg.model.context_length - 1,
                                 max_ratio=0)
         vs, vt = [vs[i] for i in vkeep], [vt[i] for i in vkeep]
@@ -150,7 +184,8 @@ def train_seq2seq(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fal
         return collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], pad_id=tokens.pad,
                        bos_id=tokens.start, eos_id=tokens.eos)
 
-    translator_of = lambda m: Translator(m, tokenizer, {"seq2seq_tokens": TOKEN_NAMES})  # noqa: E731
+    translator_of = lambda m: Translator(m, tokenizer, {"seq2seq_tokens": TOKEN_NAMES},  # noqa: E731
+                                         src_tokenizer=src_tok)
 
     def evaluate(m) -> dict:
         metrics = {"loss": _nll(m, val_batches)}
@@ -162,6 +197,8 @@ def train_seq2seq(cfg: RunConfig, *, resume: bool = False, overwrite: bool = Fal
 
     def on_save(m, summary: dict) -> None:
         save_model_dir(out, m, tokenizer, {**meta_base, "training": summary})
+        if src_tok is not tokenizer:
+            atomic_write_text(out / SOURCE_TOKENIZER, src_tok.to_str(pretty=True))
 
     trainer = Trainer(model, seq2seq_objective(sc.label_smoothing), train_batch=train_batch,
                       cfg=tc, out_dir=out, on_save=on_save,

@@ -41,6 +41,13 @@ class Seq2SeqConfig:
     src_field: str = "src"
     """JSONL: the source field (or the source language in {"translation": {...}} records)."""
     tgt_field: str = "tgt"
+    separate_tokenizers: bool = False
+    """false: one joint tokenizer for both languages (and one embedding table); true: a
+    source tokenizer (source_tokenizer.json) and a target one (tokenizer.json), each trained
+    on its side with tokenizer.kind / vocab_size, and separate embedding tables."""
+    source_tokenizer: str = ""
+    """With separate_tokenizers: an existing source tokenizer.json to use instead of training
+    one (tokenizer.path is then the target's)."""
     max_len: int = 128
     """Tokens per side; longer pairs are dropped from training (and counted)."""
     max_ratio: float = 3.0

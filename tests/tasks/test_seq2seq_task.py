@@ -121,3 +121,23 @@ def test_multi30k_slice_lowers_validation_loss_and_cli_translates(tmp_path, caps
     scores = json.loads((tmp_path / "e.json").read_text())
     assert scores["n"] == 30 and 0.0 <= scores["bleu"] <= 100.0 and scores["chrf"] > 5.0
     assert main(["translate", str(run.out_dir), "--text", "x", "--beam", "0"]) == 2
+
+
+def test_separate_source_and_target_tokenizers(tmp_path):
+    (tmp_path / "train.src").write_text("".join(f"{'abc'[i % 3]}{i % 7}\n" for i in range(200)))
+    (tmp_path / "train.tgt").write_text("".join(f"{'XYZW'[i % 4]}\n" for i in range(200)))
+    cfg = reverse_config(tmp_path, max_steps=4, eval_every=4, warmup_steps=1)
+    cfg.seq2seq.train, cfg.seq2seq.train_target = str(tmp_path / "train.src"), str(tmp_path / "train.tgt")
+    cfg.seq2seq.valid, cfg.seq2seq.separate_tokenizers = "", True
+    run = train_task(cfg)
+    src_vocab = (run.out_dir / "source_tokenizer.json").read_text()
+    assert '"X"' not in src_vocab and '"a"' in src_vocab  # each side has its own alphabet
+    m = run.model
+    assert m.encoder.embed is not m.decoder.embed
+    assert m.encoder.embed.weight.shape[0] == m.cfg.src_vocab_size != m.cfg.vocab_size
+    from lmforge.cli.translate_commands import load_translator
+
+    tr = load_translator(str(run.out_dir))
+    assert tr.src_tokenizer.token_to_id("a") is not None and tr.tokenizer.token_to_id("a") is None
+    assert isinstance(tr.translate("ab3", DecodeConfig(beam_size=2)), str)
+    train_task(cfg, resume=True)  # resuming accepts the source vocabulary it recorded
