@@ -1,0 +1,81 @@
+"""Regenerate docs/config.md from the config dataclasses: each field's type, default and the
+docstring written under it. Run from the repository root: ``python docs/gen_config.py``."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+from pathlib import Path
+
+from lmforge.models import ModelConfig
+from lmforge.training.config import DataConfig, RunConfig, TokenizerConfig, TrainConfig
+from lmforge.training.classify_config import ClassifyConfig
+from lmforge.training.seq2seq_config import Seq2SeqConfig
+from lmforge.training.sft_config import SFTConfig
+
+INTRO = """# Run config reference
+
+`lmforge train CONFIG.toml` reads a TOML file with the tables below; every field is optional
+and shows its default. `--set table.field=value` overrides any field (values are TOML:
+`--set train.lr=3e-4`, `--set model.positional="rope"`). `--preset NAME` starts from a
+preset (`tiny`, `shakespeare-char`, `translation-small`, `gpt2-small`; see
+`lmforge/training/presets.py`). Unknown keys and wrong types are refused with the field's name.
+
+This file is generated from the dataclasses' field docstrings: `python docs/gen_config.py`.
+"""
+
+SECTIONS = [  # (heading, class, note)
+    ("top level", RunConfig, ""),
+    ("[model]", ModelConfig, ""),
+    ("[tokenizer]", TokenizerConfig, ""),
+    ("[data]", DataConfig, ""),
+    ("[train]", TrainConfig, ""),
+    ("[classify]", ClassifyConfig, 'Read only with `task = "classify"` (`lmforge.tasks.classify`; '
+                                   "examples in docs/encoder.md)."),
+    ("[sft]", SFTConfig, 'Read only with `task = "sft"` (`lmforge.tasks.sft`; docs/finetune.md).'),
+    ("[seq2seq]", Seq2SeqConfig, 'Read only with `model.arch = "seq2seq"` (`lmforge.tasks.seq2seq`; '
+                                 "docs/translation.md)."),
+]
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The string literal written right under each annotated field of ``cls``."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return "see below" if dataclasses.is_dataclass(value) else repr(value)
+    return "required"
+
+
+def section(heading: str, cls, note: str) -> str:
+    docs = field_docs(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if heading == "top level" and dataclasses.is_dataclass(f.default_factory()
+                                                                if callable(f.default_factory) else None):
+            continue  # the tables, documented in their own sections
+        rows.append(f"| `{f.name}` | `{kind.replace('|', chr(92) + '|')}` | `{default(f)}` | "
+                    f"{docs.get(f.name, '')} |")
+    head = f"## {heading}\n\n" + (f"{note}\n\n" if note else "")
+    return head + "| field | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    text = INTRO + "".join("\n" + section(*s) for s in SECTIONS)
+    Path(__file__).with_name("config.md").write_text(text, encoding="utf-8")
+    print(f"wrote docs/config.md ({len(text.splitlines())} lines)")
