@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-imdb")
     ap.add_argument("--minilm", default="runs/minilm")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--device", default="auto", help="train.device (cpu, cuda, auto)")
     args = ap.parse_args()
     full = args.mode == "full"
     lr = args.lr or (5e-5 if full else 3e-3)
@@ -57,7 +58,7 @@ def main() -> None:
         f"train.eval_every={args.eval_every}", "train.checkpoint_every=0", f"train.lr={lr}",
         'train.schedule="linear"', "train.min_lr=0.0", f"train.warmup_steps={50 if full else 10}",
         f"train.weight_decay={0.01 if full else 0.0}",
-        f"train.progress={'true' if args.progress else 'false'}"])
+        f"train.progress={'true' if args.progress else 'false'}", f'train.device="{args.device}"'])
     r, m = run.result, run.metrics
     seen = r.step * args.batch_size
     meta = json.loads((run.out_dir / "meta.json").read_text(encoding="utf-8"))
