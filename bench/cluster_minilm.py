@@ -42,7 +42,7 @@ def fine_tune(init: Path, args) -> Path:
         "train.batch_size=32", f"train.eval_every={max(1, steps // 4)}", "train.checkpoint_every=0",
         "train.lr=5e-5", 'train.schedule="linear"', "train.min_lr=0.0",
         f"train.warmup_steps={int(0.06 * steps)}", "train.weight_decay=0.01",
-        "train.progress=false"])
+        "train.progress=false", f'train.device="{args.device}"'])
     print(f"fine-tuned in {fmt_s(t.wall)}: dev accuracy {run.metrics['dev_accuracy']:.4f}",
           flush=True)
     return run.out_dir
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="runs/bench-cluster")
     ap.add_argument("--minilm", default="runs/minilm")
+    ap.add_argument("--device", default="auto", help="train.device for the fine-tuning")
     args = ap.parse_args()
     init = minilm_dir(args.minilm)
     full = Path(args.full_model) if args.full_model else fine_tune(init, args)

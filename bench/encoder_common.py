@@ -4,6 +4,7 @@ directory, CPU/wall timing, and running a classification fine-tune from --set ov
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -11,7 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("LMFORGE_SHARED_DATA",
+                            Path(__file__).resolve().parents[2] / "shared" / "data"))
+"""The shared data sets (``LMFORGE_SHARED_DATA`` points elsewhere, e.g. a copy on a GPU box)."""
 SST = SHARED / "sst"
 IMDB = SHARED / "imdb"
 

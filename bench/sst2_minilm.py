@@ -60,12 +60,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="runs/bench-sst2")
     ap.add_argument("--minilm", default="runs/minilm", help="where the imported MiniLM is kept")
+    ap.add_argument("--device", default="auto", help="train.device (cpu, cuda, auto)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     init = minilm_dir(args.minilm)
     rows = []
     for mode in args.modes.split(","):
-        run, t = classify_run(overrides(mode, args, init))
+        run, t = classify_run(overrides(mode, args, init) + [f'train.device="{args.device}"'])
         m, trained = run.metrics, run.model.num_params(trainable_only=True)
         rows.append([mode, f"{trained:,}", f"{args.limit or N_TRAIN}",
                      f"{args.epochs if mode == 'full' else args.head_epochs:g}",
