@@ -28,9 +28,10 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
          temperature: float = 0.7, top_p: float = 0.9, top_k: int = 0, seed: int | None = None,
          device: str = "cpu", dtype: str | None = None, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None,
-         adapter: str | None = None):
+         adapter: str | None = None, reuse_cache: bool = True):
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
-    the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation)."""
+    the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation).
+    ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled)."""
     from ..inference import ChatSession, GenerationConfig
     from ..io import load_model_dir
 
@@ -39,7 +40,7 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
     lm = load_model_dir(model_dir, device=device, dtype=dtype, adapter=adapter)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                            top_p=top_p, seed=seed)
-    session = ChatSession.from_loaded(lm, system=system, gen=gen,
+    session = ChatSession.from_loaded(lm, system=system, gen=gen, reuse_cache=reuse_cache,
                                       on_notice=lambda m: print(f"[{m}]", file=err, flush=True))
     if session.template is None:
         print("[the model has no chat template; using ChatML]", file=err, flush=True)
@@ -80,9 +81,13 @@ def add_chat_parser(sub) -> None:
     ch.add_argument("--device", default="cpu")
     ch.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     ch.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
+    ch.add_argument("--no-reuse-cache", dest="reuse_cache", action="store_false",
+                    help="prefill the whole conversation every turn instead of keeping the KV "
+                    "cache between turns (slower; for comparison)")
 
 
 def run_chat(args) -> None:
     chat(args.model_dir, system=args.system, max_new_tokens=args.max_new_tokens,
          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-         device=args.device, dtype=args.dtype, adapter=args.adapter)
+         device=args.device, dtype=args.dtype, adapter=args.adapter,
+         reuse_cache=args.reuse_cache)

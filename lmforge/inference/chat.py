@@ -10,6 +10,13 @@ model's end-of-turn tokens.
 When the conversation and the reply (``max_new_tokens``) would not fit in the model's context,
 the oldest exchanges are dropped from the history (``on_notice`` is told); if the newest
 message alone leaves too little room, the reply is shortened to the room left.
+
+The KV cache is kept between turns (``reuse_cache=True``, a
+:class:`lmforge.inference.generate.PrefixCache`): each turn's prompt starts with the last one
+(and its reply), so only the tokens after the longest common prefix — usually the new message
+and the template's turn markers — are run through the model. Where the rendered prompt differs
+from what the cache holds (history dropped, a template that re-renders earlier turns), the
+cache is cut back to the common prefix; greedy replies are the same as without reuse.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from torch import nn
 
 from ..errors import GenerationError
 from .chat_template import Message, render_chat, special_token_text
-from .generate import GenerationConfig, stream_ids
+from .generate import GenerationConfig, PrefixCache, stream_ids
 from .settings import GenerationSettings, generation_settings
 
 CHATML_END = "<|im_end|>"
@@ -30,7 +37,8 @@ CHATML_END = "<|im_end|>"
 class ChatSession:
     def __init__(self, model: nn.Module, tokenizer, *, settings: GenerationSettings | None = None,
                  system: str | None = None, gen: GenerationConfig | None = None,
-                 template: str | None = None, on_notice: Callable[[str], None] | None = None):
+                 template: str | None = None, on_notice: Callable[[str], None] | None = None,
+                 reuse_cache: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.settings = settings or GenerationSettings()
         self.template = template or self.settings.chat_template  # None = ChatML
@@ -45,6 +53,8 @@ class ChatSession:
             self.stop_ids.append(end)  # ChatML ends a turn with <|im_end|>
         self.dropped = 0
         """Messages dropped from the history so far to fit the context."""
+        self.cache = PrefixCache(model) if reuse_cache else None
+        """The KV cache kept between turns (None: every turn prefills the whole prompt)."""
 
     @classmethod
     def from_loaded(cls, lm, **kw) -> "ChatSession":
@@ -104,7 +114,8 @@ class ChatSession:
         pieces: list[str] = []
         try:
             for piece in stream_ids(self.model, self.tokenizer, ids,
-                                    replace(self.gen, max_new_tokens=n), self.stop_ids):
+                                    replace(self.gen, max_new_tokens=n), self.stop_ids,
+                                    cache=self.cache):
                 pieces.append(piece)
                 yield piece
         finally:
@@ -115,5 +126,7 @@ class ChatSession:
         return "".join(self.send(text))
 
     def reset(self) -> None:
-        """Forget the history (the system message stays)."""
+        """Forget the history (the system message stays) and the KV cache."""
         self.messages.clear()
+        if self.cache is not None:
+            self.cache.reset()

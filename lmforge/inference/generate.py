@@ -3,6 +3,10 @@
 The prompt is run once through the model to fill the cache (prefill); then each step feeds
 only the newest token. When the sequence reaches the model's context length, the cache is
 refilled from the last half of the context (the model never sees more than it was trained on).
+
+A :class:`PrefixCache` keeps the cache, and the token ids it holds, from one generation to the
+next (a chat: each turn's prompt extends the last one), so the next prompt feeds only the
+tokens after the longest common prefix.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..blocks.kv_cache import KVCache
 from ..errors import GenerationError
 from .sampling import sample_next
 
@@ -66,13 +71,84 @@ def cache_length(context: int, prompt_len: int, max_new_tokens: int) -> int:
     return max(1, min(context, prompt_len + max(max_new_tokens - 1, 0)))
 
 
+class PrefixCache:
+    """A KV cache (batch 1) kept between generations, with the token ids whose keys and
+    values it holds (``ids[i]`` at position ``i``). :func:`generate_tokens` given one feeds
+    only the prompt tokens after the longest common prefix of ``ids`` and the prompt: the
+    positions after that prefix are dropped (the cache's shared ``length`` is set back; later
+    writes overwrite them). The cache grows when a generation needs more positions: it is
+    reallocated, doubling, up to the model's context, and the kept prefix copied over.
+
+    The last token of a generation is never fed back, so ``ids`` ends one token short of the
+    generated text."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.cache: KVCache | None = None
+        self.ids: list[int] = []
+        self.owner: object | None = None
+        """The generation using the cache now (set by :func:`generate_tokens`)."""
+        self.kept = 0
+        """Prompt tokens the last :meth:`prepare` found already cached (not fed again)."""
+        self.fed = 0
+        """Prompt tokens the last :meth:`prepare` left to feed (the prompt minus the kept
+        prefix)."""
+
+    def reset(self) -> None:
+        """Forget everything (and free the buffers): the next generation starts fresh."""
+        self.cache, self.ids, self.owner = None, [], None
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len if self.cache is not None else 0
+
+    def prepare(self, ids: Sequence[int], need: int) -> int:
+        """Keep the longest common prefix of the cached ids and ``ids`` (at most all but the
+        last of ``ids``: the model must see one token to predict the next), make room for
+        ``need`` positions, and return how many of ``ids`` are kept (not to be fed)."""
+        ids = [int(i) for i in ids]
+        cache = self.cache
+        if cache is not None:
+            probe = self.model.new_cache(1, max_len=1)  # the model's dtype and device now
+            if cache.length != len(self.ids) or (cache.k[0].dtype, cache.k[0].device) != \
+                    (probe.k[0].dtype, probe.k[0].device):
+                cache = None  # interrupted mid-step, or the model was moved: start fresh
+        keep = 0
+        if cache is not None:
+            limit = min(len(self.ids), len(ids) - 1)
+            while keep < limit and self.ids[keep] == ids[keep]:
+                keep += 1
+        if cache is None or cache.max_len < need:
+            # grow by doubling (up to the context), not to the whole context at once
+            size = need if cache is None else \
+                max(need, min(self.model.cfg.context_length, 2 * cache.max_len))
+            new = self.model.new_cache(1, max_len=size)
+            if keep:
+                for old_t, new_t in zip(cache.k + cache.v, new.k + new.v):
+                    new_t[:, :, :keep] = old_t[:, :, :keep]
+            cache = new
+        cache.length = keep
+        self.cache, self.ids = cache, ids[:keep]
+        self.kept, self.fed = keep, len(ids) - keep
+        return keep
+
+    def fed_tokens(self, ids: Sequence[int]) -> None:
+        """Record tokens just run through the model (the cache advanced by their number)."""
+        self.ids.extend(int(i) for i in ids)
+
+
 @torch.no_grad()
 def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
-                    eos_id: EosIds = None) -> Iterator[torch.Tensor]:
+                    eos_id: EosIds = None,
+                    cache: PrefixCache | None = None) -> Iterator[torch.Tensor]:
     """Yield the next tokens (B,) one step at a time, for prompts ``idx`` (B, T) of equal
     length. ``eos_id`` is one id or several; a row that produced one of them keeps yielding
     the first; stops when all rows have. The KV cache holds only the positions needed
-    (prompt + new tokens, at most the context)."""
+    (prompt + new tokens, at most the context).
+
+    ``cache`` (batch 1): a :class:`PrefixCache` kept from an earlier generation; ``idx`` is
+    still the whole prompt, but only the tokens after the prefix the cache already holds are
+    fed, and the cache is left holding the prompt and the tokens fed back."""
     context = model.cfg.context_length
     B, T = idx.shape
     if T == 0:
@@ -85,8 +161,19 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
     gen = _generator(cfg.seed, idx.device)
     max_len = cache_length(context, T, cfg.max_new_tokens)
-    cache = model.new_cache(B, max_len=max_len)
-    logits = model(idx, cache=cache, last_only=True)[:, -1]  # (B, V)
+    prefix = cache
+    if prefix is None:
+        kv = model.new_cache(B, max_len=max_len)
+        logits = model(idx, cache=kv, last_only=True)[:, -1]  # (B, V)
+    else:
+        if B != 1:
+            raise GenerationError(f"a PrefixCache holds one sequence; got a batch of {B}")
+        keep = prefix.prepare(idx[0].tolist(), max_len)
+        owner = prefix.owner = object()  # a later generation over this cache takes it over
+        kv = prefix.cache
+        max_len = min(context, kv.max_len)  # refill only at the context, as without it
+        logits = model(idx[:, keep:], cache=kv, last_only=True)[:, -1]
+        prefix.fed_tokens(idx[0, keep:].tolist())
     window = idx
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)
     for step in range(cfg.max_new_tokens):
@@ -98,12 +185,22 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
         if step == cfg.max_new_tokens - 1 or bool(done.all()):
             return  # the last token is not fed back
         window = torch.cat([window, nxt[:, None]], dim=1)[:, -context:]
-        if cache.length >= max_len:  # full (only at the context): refill from its last half
+        if prefix is not None and prefix.owner is not owner:
+            raise GenerationError("another generation has used this PrefixCache since this one "
+                                  "began; finish (or close) one generation before the next")
+        if kv.length >= max_len:  # full (only at the context): refill from its last half
             window = window[:, -(context // 2):]
-            cache = model.new_cache(B, max_len=max_len)
-            logits = model(window, cache=cache, last_only=True)[:, -1]
+            if prefix is None:
+                kv = model.new_cache(B, max_len=max_len)
+            else:
+                prefix.ids, kv.length = [], 0
+            logits = model(window, cache=kv, last_only=True)[:, -1]
+            fed = window[0]
         else:
-            logits = model(nxt[:, None], cache=cache, last_only=True)[:, -1]
+            logits = model(nxt[:, None], cache=kv, last_only=True)[:, -1]
+            fed = nxt
+        if prefix is not None:
+            prefix.fed_tokens(fed.tolist())
 
 
 def generate(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
@@ -116,16 +213,17 @@ def generate(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
 
 
 def stream_ids(model: nn.Module, tokenizer, ids: Sequence[int], cfg: GenerationConfig,
-               eos_id: EosIds = None) -> Iterator[str]:
+               eos_id: EosIds = None, cache: PrefixCache | None = None) -> Iterator[str]:
     """Yield pieces of generated text as they are produced, for the prompt token ids ``ids``
     (batch 1). An end-of-sequence id ends the stream (it is not part of the text); stop
-    strings end it too, and the text is cut just before them."""
+    strings end it too, and the text is cut just before them. ``cache``: a
+    :class:`PrefixCache` to reuse (see :func:`generate_tokens`)."""
     device = next(model.parameters()).device
     idx = torch.tensor([list(ids)], dtype=torch.long, device=device)
     stops = set(_eos_list(eos_id)) if cfg.stop_at_eos else set()
     new: list[int] = []
     emitted = ""
-    for tok in generate_tokens(model, idx, cfg, eos_id):
+    for tok in generate_tokens(model, idx, cfg, eos_id, cache=cache):
         t = int(tok[0])
         if t in stops:
             break

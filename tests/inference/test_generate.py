@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lmforge.errors import GenerationError
-from lmforge.inference import GenerationConfig, filter_logits, generate, sample_next
+from lmforge.inference import (GenerationConfig, filter_logits, generate, generate_tokens,
+                               sample_next)
 from lmforge.models import ModelConfig, build_model
 
 
@@ -123,3 +124,66 @@ def test_kv_cache_holds_only_the_positions_needed(model, monkeypatch):
     out = generate(model, idx, GenerationConfig(max_new_tokens=30, temperature=0))
     assert out.shape == (1, 30) and set(sizes) == {16}  # capped at the context, refilled
     assert cache_length(131072, 20, 100) == 119 and cache_length(16, 20, 100) == 16
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: threads waiting on each other (a busy machine) only slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _gen(model, prompt, n, cache=None):
+    cfg = GenerationConfig(max_new_tokens=n, temperature=0)
+    return [int(t) for t in generate_tokens(model, torch.tensor([prompt]), cfg, cache=cache)]
+
+
+def test_a_prefix_cache_feeds_only_the_new_tokens_and_grows(model, one_thread):
+    from lmforge.inference.generate import PrefixCache
+
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, 40, (4,), generator=g).tolist()
+    cache = PrefixCache(model)
+    out = _gen(model, prompt, 3, cache)
+    assert out == _gen(model, prompt, 3) and cache.fed == 4 and cache.max_len == 4 + 2
+    assert cache.ids == prompt + out[:-1]  # the last new token is not fed back
+    keys = cache.cache.k[0][:, :, :6].clone()
+    longer = prompt + out + [7, 8]
+    fed = []
+    handle = model.register_forward_pre_hook(lambda m, args: fed.append(args[0].shape[1]))
+    try:
+        assert _gen(model, longer, 3, cache) == _gen(model, longer, 3)
+    finally:
+        handle.remove()
+    assert cache.kept == 6 and fed[0] == 3 and fed[1:3] == [1, 1] and fed[3] == 9
+    assert cache.max_len == 12  # grew (doubled), the kept positions copied over
+    assert torch.equal(cache.cache.k[0][:, :, :6], keys)
+    # a prompt that diverges at position 2: the cache is cut back to 2 positions
+    other = prompt[:2] + [(prompt[2] + 1) % 40] + [5, 6]
+    assert _gen(model, other, 4, cache) == _gen(model, other, 4) and cache.kept == 2
+    # the same prompt again: all but its last token are kept (one must be fed)
+    assert _gen(model, other, 2, cache) == _gen(model, other, 2) and cache.kept == 4
+    cache.reset()
+    assert _gen(model, other, 2, cache) == _gen(model, other, 2) and cache.kept == 0
+
+
+def test_a_prefix_cache_past_the_context_and_misuse(model, one_thread):
+    from lmforge.inference.generate import PrefixCache
+
+    prompt = torch.randint(0, 40, (10,), generator=torch.Generator().manual_seed(2)).tolist()
+    cache = PrefixCache(model)
+    assert _gen(model, prompt, 30, cache) == _gen(model, prompt, 30)  # refilled at the context
+    assert cache.max_len == 16 and len(cache.ids) == cache.cache.length <= 16
+    again = prompt[:3] + [1, 2]
+    assert _gen(model, again, 20, cache) == _gen(model, again, 20)
+    with pytest.raises(GenerationError, match="one sequence"):
+        list(generate_tokens(model, torch.zeros(2, 3, dtype=torch.long), GenerationConfig(),
+                             cache=cache))
+    first = generate_tokens(model, torch.tensor([prompt]), GenerationConfig(temperature=0),
+                            cache=cache)
+    next(first)
+    _gen(model, again, 2, cache)  # a second generation takes the cache over
+    with pytest.raises(GenerationError, match="another generation"):
+        next(first)
