@@ -2,6 +2,7 @@
 short run on real Multi30k pairs lowers the validation loss, a killed run resumes exactly, and
 the translate / eval commands work on the result."""
 
+import math
 import random
 from pathlib import Path
 
@@ -141,3 +142,27 @@ def test_separate_source_and_target_tokenizers(tmp_path):
     assert tr.src_tokenizer.token_to_id("a") is not None and tr.tokenizer.token_to_id("a") is None
     assert isinstance(tr.translate("ab3", DecodeConfig(beam_size=2)), str)
     train_task(cfg, resume=True)  # resuming accepts the source vocabulary it recorded
+
+
+def test_span_corruption_pretraining_learns(tmp_path):
+    text = " ".join(["the cat sat on the mat and the dog ran in the park"] * 200)
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    cfg = from_dict(RunConfig, {
+        "out_dir": str(tmp_path / "t5"),
+        "model": {"arch": "seq2seq", "d_model": 64, "n_layer": 2, "n_head": 4,
+                  "context_length": 40, "positional": "learned"},
+        "tokenizer": {"kind": "char"}, "data": {"path": str(tmp_path / "corpus.txt")},
+        "seq2seq": {"objective": "span_corruption", "max_len": 32, "sentinels": 20,
+                    "label_smoothing": 0.0},
+        "train": {"max_steps": 60, "batch_size": 16, "lr": 3e-3, "warmup_steps": 10,
+                  "eval_every": 30, "eval_batches": 4, "progress": False, "dtype": "float32",
+                  "checkpoint_every": 0}})
+    run = train_task(cfg)
+    val = [r["loss"] for r in run.result.history if r["split"] == "val"]
+    tok = run.tokenizer
+    # measured: 1.41 nats/token at step 30, 1.20 at step 60, against ln(vocab) = 3.7 for a
+    # model that knows nothing: the repeated text makes the hidden spans predictable
+    assert val[-1] < val[0] and val[-1] < 0.4 * math.log(tok.get_vocab_size())
+    assert tok.token_to_id("<extra_id_0>") is not None and tok.token_to_id("<extra_id_19>") is not None
+    lm = load_model_dir(run.out_dir)
+    assert lm.meta["task"] == "span-corruption" and lm.config.arch == "seq2seq"
