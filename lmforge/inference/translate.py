@@ -136,7 +136,7 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
         scores = top.gather(1, order)
         src_rows = (torch.arange(A, device=src.device)[:, None] * K + sel_beam).view(-1)
         seqs = torch.cat([seqs[src_rows], sel_tok.view(-1, 1)], 1)  # (A*K, t+1)
-        cache.reorder(src_rows)
+        cache.reorder(src_rows, static=False)  # beams move within their sentence's group
         tok = sel_tok.view(-1, 1)
         keep = []
         for a in range(A):
