@@ -3,7 +3,8 @@
     import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2; BERT through
                           lmforge.interop.hf_bert) -> lmforge model dir
     export_hf(DIR, OUT)   lmforge model directory -> a directory ``transformers`` loads with
-                          AutoModelForCausalLM.from_pretrained (as GPT-2 or Llama)
+                          AutoModelForCausalLM.from_pretrained (as GPT-2 or Llama), or for an
+                          encoder–decoder AutoModelForSeq2SeqLM (as MarianMT)
 
 Both give the same logits as the source. The per-family work (config fields, tensor names)
 lives in ``lmforge.interop.hf``; this module reads, checks and writes the files.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tokenizers import processors
 
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import atomic_write, atomic_write_text
@@ -127,6 +129,23 @@ def _token_ids(tokenizer, source: dict) -> dict[str, int]:
     return ids
 
 
+def _seq2seq_token_ids(tokenizer, meta: dict) -> dict[str, int]:
+    """An encoder–decoder's pad, end and decoder-start ids (meta.json's ``seq2seq_tokens``)."""
+    from ..inference.translate import Seq2SeqTokens
+
+    t = Seq2SeqTokens.from_tokenizer(tokenizer, meta)
+    return {"pad_token_id": t.pad, "eos_token_id": t.eos, "decoder_start_token_id": t.start}
+
+
+def _end_with_eos(tokenizer, eos: str, eos_id: int) -> None:
+    """Make ``tokenizer`` append the end token when it adds no special tokens (no
+    post-processor, or a template without special tokens, as transformers 5 saves one)."""
+    post = json.loads(tokenizer.to_str()).get("post_processor")
+    if post is None or (post.get("type") == "TemplateProcessing" and not post.get("special_tokens")):
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"$A {eos}", pair=f"$A $B {eos}", special_tokens=[(eos, eos_id)])
+
+
 def _tokenizer_config(tokenizer, cfg: ModelConfig, source: dict) -> dict:
     specials = dict(source.get("special_tokens") or {})
     eos = eos_token_id(tokenizer)
@@ -140,26 +159,34 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> Path:
     """Write lmforge model directory ``model_dir`` as a Hugging Face model directory:
     config.json, model.safetensors (HF tensor names), tokenizer.json, tokenizer_config.json.
     GPT-2-like configs become GPT2LMHeadModel, Llama-like ones LlamaForCausalLM; any other
-    config is refused with the fields that prevent it."""
+    config is refused with the fields that prevent it. Encoder–decoders (``arch = "seq2seq"``)
+    become MarianMTModel, with the pad, end and decoder-start ids of meta.json's
+    ``seq2seq_tokens``."""
     path, out = Path(model_dir), Path(out_dir)
     cfg = read_config(path)
     tokenizer = load_tokenizer_file(path)
     tensors = read_weights(path)
     check_tensors(cfg, tensors, str(path))
-    source = read_meta(path).get(SOURCE_KEY, {})
+    meta = read_meta(path)
+    source = meta.get(SOURCE_KEY, {})
     try:
         family = family_for_config(cfg, prefer=source.get("family"))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     hf_tensors = _own_storage(family.state_to_hf(tensors, cfg))
+    seq2seq = cfg.arch == "seq2seq"
+    ids = _seq2seq_token_ids(tokenizer, meta) if seq2seq else _token_ids(tokenizer, source)
     config = {"architectures": [family.architecture], "model_type": family.name,
-              **family.config_to_hf(cfg), **_token_ids(tokenizer, source),
-              "dtype": _dtype_name(hf_tensors)}
+              **family.config_to_hf(cfg), **ids, "dtype": _dtype_name(hf_tensors)}
+    tokenizer_config = _tokenizer_config(tokenizer, cfg, source)
+    if seq2seq:  # transformers' tokenizer(text) ends a source with </s>, as Marian's does
+        tokenizer_config |= {k: tokenizer.id_to_token(ids[f"{k}_id"])
+                             for k in ("eos_token", "pad_token")}
+        _end_with_eos(tokenizer, tokenizer_config["eos_token"], ids["eos_token_id"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "model.safetensors",
                  lambda p: save_file(hf_tensors, str(p), metadata={"format": "pt"}))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / "tokenizer.json", tokenizer.to_str(pretty=True))
-    atomic_write_text(out / "tokenizer_config.json",
-                      json.dumps(_tokenizer_config(tokenizer, cfg, source), indent=2) + "\n")
+    atomic_write_text(out / "tokenizer_config.json", json.dumps(tokenizer_config, indent=2) + "\n")
     return out

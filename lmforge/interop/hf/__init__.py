@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...models import ModelConfig
-from . import bert, gpt2, llama
+from . import bert, gpt2, llama, marian
 from .base import Family
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY,
+                                                   marian.FAMILY)}
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
 
 
