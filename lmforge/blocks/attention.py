@@ -148,7 +148,7 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         static = context is not None and cache is not None and cache.has_static(layer)
-        if context is None and B * T >= 128 and self._fusable():
+        if context is None and T > 1 and B * T >= 128 and self._fusable():
             q, k, v = self._fused_qkv(x)  # one large matrix product instead of three
         else:
             q = self.q_proj(x)
@@ -168,6 +168,7 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.update(layer, k, v)  # (B, Hkv, past+T, D)
         elif cache is not None and not static:
+            k, v = k.contiguous(), v.contiguous()  # read at every step: lay them out once
             cache.set_static(layer, k, v)
         need = attn_out is not None
         y, w = scaled_dot_product_attention(

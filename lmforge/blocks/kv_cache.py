@@ -45,16 +45,11 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor, static: bool = True) -> None:
         """Keep batch rows ``index`` (beam search, finished rows leaving): the buffers are
-        gathered along dim 0 — only their filled positions when the batch keeps its size.
+        gathered along dim 0 (whole: measured faster than gathering the filled part in place).
         ``static=False`` leaves the cross-attention keys/values alone, for a reorder that only
         moves rows among copies of the same source (beams of one sentence)."""
-        n = self.length
-        if index.shape[0] == self.k[0].shape[0]:
-            for buf in self.k + self.v:  # in place: the positions past `length` are garbage
-                buf[:, :, :n] = buf[:, :, :n].index_select(0, index)
-        else:
-            self.k = [t.index_select(0, index) for t in self.k]
-            self.v = [t.index_select(0, index) for t in self.v]
+        self.k = [t.index_select(0, index) for t in self.k]
+        self.v = [t.index_select(0, index) for t in self.v]
         if static:
             self._static = {i: (k.index_select(0, index), v.index_select(0, index))
                             for i, (k, v) in self._static.items()}

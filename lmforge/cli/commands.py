@@ -256,7 +256,8 @@ def export_model(model_dir: str, fmt: str, out: str) -> Path:
     path = export_hf(model_dir, out)
     arch = json.loads((path / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     _print(f"exported {model_dir} as {arch} -> {path}")
-    _print(f"  load it with transformers.AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    auto = "AutoModelForSeq2SeqLM" if "MarianMT" in arch else "AutoModelForCausalLM"
+    _print(f"  load it with transformers.{auto}.from_pretrained({str(path)!r})")
     return path
 
 

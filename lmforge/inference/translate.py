@@ -50,10 +50,11 @@ def length_limits(src_mask: torch.Tensor, cfg: DecodeConfig, context: int) -> to
 
 @torch.no_grad()
 def greedy_decode(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: int,
-                  eos_id: int, limits: torch.Tensor) -> list[list[int]]:
+                  eos_id: int, limits: torch.Tensor, pad_id: int | None = None) -> list[list[int]]:
     """The most likely next token at every step. src (B, S), src_mask (B, S), limits (B,).
     Returns each row's tokens, without the start token and without the end token."""
     B = src.shape[0]
+    never = [] if pad_id is None else sorted({start_id, pad_id})  # tokens never to write
     memory = model.encode(src, src_mask)  # (B, S, C)
     cache = model.new_cache(B, int(limits.max()) + 1, dtype=memory.dtype)
     rows = torch.arange(B)  # original row of each active row
@@ -61,6 +62,8 @@ def greedy_decode(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id:
     out: list[list[int]] = [[] for _ in range(B)]
     for t in range(int(limits.max())):
         logits = model.decode(tok, memory, src_mask, cache=cache, last_only=True)[:, -1]  # (A, V)
+        if never:
+            logits[:, never] = -math.inf
         nxt = logits.argmax(-1)  # (A,)
         tokens = nxt.tolist()
         ended = torch.tensor([token == eos_id for token in tokens])  # (A,) on the CPU
@@ -102,12 +105,13 @@ class _Finished:
 @torch.no_grad()
 def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: int, eos_id: int,
                 limits: torch.Tensor, beam_size: int, length_penalty: float = 1.0,
-                early_stopping: bool = True) -> list[list[int]]:
+                early_stopping: bool = True, pad_id: int | None = None) -> list[list[int]]:
     """Keep the ``beam_size`` most probable partial translations of each sentence; a
     hypothesis that emits the end token is set aside with score logp / length ** penalty.
     Returns the best finished hypothesis of each row (tokens without start and end)."""
     K = beam_size
     B = src.shape[0]
+    never = [] if pad_id is None else sorted({start_id, pad_id})  # tokens never to write
     memory = model.encode(src, src_mask).repeat_interleave(K, 0)  # (B*K, S, C)
     src_mask = src_mask.repeat_interleave(K, 0)  # (B*K, S)
     cache = model.new_cache(B * K, int(limits.max()) + 1, dtype=memory.dtype)
@@ -121,6 +125,8 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
     for t in range(int(limits.max())):
         A = rows.shape[0]
         logits = model.decode(tok, memory, src_mask, cache=cache, last_only=True)[:, -1]
+        if never:
+            logits[:, never] = -math.inf
         logp = F.log_softmax(logits.float(), -1)  # (A*K, V)
         V = logp.shape[-1]
         cand = (scores.reshape(-1, 1) + logp).view(A, K * V)
@@ -143,7 +149,7 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
             fin = finished[int(rows[a])]
             best_running = float(scores[a, 0]) / length ** length_penalty
             done = fin.full and (early_stopping or best_running <= fin.worst)
-            if not done and length >= int(limits[rows[a]]):  # out of budget: keep what runs
+            if length >= int(limits[rows[a]]):  # out of budget: running beams compete too
                 for j in range(K):
                     if math.isfinite(float(scores[a, j])):
                         fin.add(float(scores[a, j]) / length ** length_penalty,
@@ -164,14 +170,15 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
 
 
 def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig, *,
-           start_id: int, eos_id: int) -> list[list[int]]:
+           start_id: int, eos_id: int, pad_id: int | None = None) -> list[list[int]]:
     """Greedy (beam_size 1) or beam search over a padded batch of sources."""
     limits = length_limits(src_mask, cfg, model.cfg.context_length).cpu()
     if cfg.beam_size == 1:
-        return greedy_decode(model, src, src_mask, start_id=start_id, eos_id=eos_id, limits=limits)
+        return greedy_decode(model, src, src_mask, start_id=start_id, eos_id=eos_id,
+                             limits=limits, pad_id=pad_id)
     return beam_search(model, src, src_mask, start_id=start_id, eos_id=eos_id, limits=limits,
                        beam_size=cfg.beam_size, length_penalty=cfg.length_penalty,
-                       early_stopping=cfg.early_stopping)
+                       early_stopping=cfg.early_stopping, pad_id=pad_id)
 
 
 def pad_batch(ids: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,7 +253,7 @@ class Translator:
             chunk = order[s:s + batch_size]
             src, mask = pad_batch([src_ids[i] for i in chunk], self.tokens.pad, self.device)
             for i, ids in zip(chunk, decode(self.model, src, mask, cfg, start_id=self.tokens.start,
-                                            eos_id=self.tokens.eos)):
+                                            eos_id=self.tokens.eos, pad_id=self.tokens.pad)):
                 out[i] = ids
         return out
 

@@ -145,18 +145,15 @@ def test_beam_search_matches_generate(imported, early_stopping, length_penalty):
 
 
 def test_beam_search_budget_step():
-    """The one difference: when a sentence reaches its token budget, transformers ranks the
-    beams still running together with the hypotheses that end at that step; lmforge's
-    beam_search adds the running beams only if that step's ended hypotheses have not already
-    filled the finished set (early_stopping). Where the results differ, transformers' best is
-    a hypothesis that ran to the budget without an end token."""
+    """When a sentence reaches its token budget, the beams still running compete with the
+    hypotheses that end at that step, as in transformers: same outputs, also with an end-token
+    bias that makes hypotheses end at the budget step often."""
     hf_model = _marian(eos_bias=3.0)
     cfg = config_from_hf(hf_model.config.to_dict())
     ours = build_model(cfg).eval()
     missing, unexpected = ours.load_state_dict(state_dict_from_hf(hf_model.state_dict(), cfg),
                                                strict=False)
     assert set(missing) <= ours.tied_keys() and not unexpected
-    same = rows = 0
     for seed in range(6):
         src, mask = _sources(8, seed=seed)
         ref = _hf_outputs(hf_model.generate(input_ids=src, attention_mask=mask.long(),
@@ -164,11 +161,7 @@ def test_beam_search_budget_step():
                                             early_stopping=True))
         out = beam_search(ours, src, mask, start_id=PAD, eos_id=EOS, beam_size=4,
                           limits=torch.full((len(src),), STEPS))
-        for a, b in zip(out, ref):
-            rows += 1
-            same += a == b
-            assert a == b or (len(b) == STEPS and len(a) < STEPS), (a, b)
-    assert same >= rows - 2, f"{same} of {rows} beam-search outputs agree"
+        assert out == ref
 
 
 def test_translator_runs_on_import(imported):
