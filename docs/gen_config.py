@@ -75,7 +75,11 @@ def section(heading: str, cls, note: str) -> str:
     return head + "| field | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
+def render() -> str:
+    return INTRO + "".join("\n" + section(*s) for s in SECTIONS)
+
+
 if __name__ == "__main__":
-    text = INTRO + "".join("\n" + section(*s) for s in SECTIONS)
+    text = render()
     Path(__file__).with_name("config.md").write_text(text, encoding="utf-8")
     print(f"wrote docs/config.md ({len(text.splitlines())} lines)")

@@ -38,7 +38,8 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import atomic_write, atomic_write_text
 from ..models.transformer import count_params
-from ._modules import check_not_tied, select, set_submodule
+from ._modules import (check_not_tied, compile_patterns, generalise, select, set_submodule,
+                       tied_parameter_names)
 from .nf4 import NF4Linear
 
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -63,11 +64,17 @@ class LoRAConfig:
     """Module-name patterns of the linear layers to adapt: globs (``*.attn.q_proj``; ``*``
     matches dots too) or ``re:<regex>`` matched against the full name. Default: the query and
     value projections of every block. See also ``ATTENTION_ALL`` and ``ALL_LINEAR``."""
+    modules_to_save: tuple[str, ...] = ()
+    """Module-name patterns of whole modules that stay fully trainable and are saved with the
+    adapter (PEFT's ``modules_to_save``), e.g. ``("head",)`` for a new classifier head."""
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
             self.targets = (self.targets,)
         self.targets = tuple(self.targets)
+        if isinstance(self.modules_to_save, str):
+            self.modules_to_save = (self.modules_to_save,)
+        self.modules_to_save = tuple(self.modules_to_save)
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
             raise ConfigError(f"lora.rank must be a positive integer, got {self.rank!r}")
         if not self.alpha > 0:
@@ -214,8 +221,62 @@ def _count(model: nn.Module, trainable_only: bool) -> int:
     return n
 
 
-def _report(model: nn.Module) -> LoRAReport:
+def lora_report(model: nn.Module) -> LoRAReport:
+    """The adapted layers and the trainable parameters (adapters and modules to save) now."""
     return LoRAReport(list(lora_layers(model)), _count(model, True), _count(model, False))
+
+
+_report = lora_report
+
+SAVED_MODULES_ATTR = "lmforge_modules_to_save"
+
+
+def saved_modules(model: nn.Module) -> tuple[str, ...]:
+    """The names of the modules trained fully and saved with the adapter (``modules_to_save``)."""
+    return tuple(getattr(model, SAVED_MODULES_ATTR, ()) or ())
+
+
+def _select_modules(model: nn.Module, patterns: Sequence[str], what: str) -> list[str]:
+    """The outermost modules whose names match ``patterns`` (each pattern must match one)."""
+    names = [n for n, _ in model.named_modules() if n]
+    preds = compile_patterns(patterns, what)
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    unmatched = [p for p, pred in zip(pats, preds) if not any(pred(n) for n in names)]
+    if unmatched:
+        top = sorted(dict.fromkeys(generalise(n) for n in names if n.count(".") < 2))
+        raise ConfigError(f"{what}: pattern(s) {', '.join(map(repr, unmatched))} match no module "
+                          f"of this model; its top-level modules are {', '.join(top[:40])}")
+    chosen = [n for n in names if any(pred(n) for pred in preds)]
+    return [n for n in chosen if not any(n.startswith(f"{o}.") for o in chosen if o != n)]
+
+
+def _mark_saved_modules(model: nn.Module, names: Sequence[str], what: str) -> None:
+    """Make the modules ``names`` fully trainable and remember them for save_adapter."""
+    loras = lora_layers(model)
+    for n in names:
+        inside = [l for l in loras if l == n or l.startswith(f"{n}.") or n.startswith(f"{l}.")]
+        if inside:
+            raise ConfigError(f"{what}: {n!r} overlaps the adapted layer {inside[0]!r}; a module "
+                              "is either adapted (targets) or trained fully (modules_to_save)")
+    tied = tied_parameter_names(model)
+    for n in names:
+        for pname, _ in model.get_submodule(n).named_parameters(remove_duplicate=False):
+            others = [o for o in tied.get(f"{n}.{pname}", []) if not o.startswith(f"{n}.")]
+            if others:
+                raise ConfigError(f"{what}: {n}.{pname} is tied to {', '.join(others)}; training "
+                                  "it would change both. Leave this module out")
+    for n in names:
+        model.get_submodule(n).requires_grad_(True)
+    setattr(model, SAVED_MODULES_ATTR, tuple(names))
+
+
+def saved_module_state(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``<module>.<tensor>`` of every module to save (the tensors written next to A and B)."""
+    out = {}
+    for n in saved_modules(model) if names is None else names:
+        for k, v in model.get_submodule(n).state_dict().items():
+            out[f"{n}.{k}"] = v.detach().contiguous().cpu()
+    return out
 
 
 def _inject(model: nn.Module, names: Sequence[str], rank: int, alpha: float, dropout: float,
@@ -241,6 +302,8 @@ def inject_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> LoRAReport:
     ConfigError when a pattern matches no layer (the message lists the linear layers), when
     the rank exceeds min(in, out) of a matched layer, when a matched layer's weight is tied to
     another (the output head of a tied-embedding model), or when the model already has LoRA.
+    ``cfg.modules_to_save`` names whole modules (a classifier head) that stay trainable and are
+    saved with the adapter.
     """
     cfg = cfg or LoRAConfig()
     if lora_layers(model):
@@ -248,7 +311,14 @@ def inject_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> LoRAReport:
                           "them first, or load the base model again")
     names = select(adaptable_layer_names(model), cfg.targets, "lora.targets")
     check_not_tied(model, names, "lora.targets")
+    save = _select_modules(model, cfg.modules_to_save, "lora.modules_to_save") \
+        if cfg.modules_to_save else []
+    clash = [n for n in names if any(n == s or n.startswith(f"{s}.") for s in save)]
+    if clash:
+        raise ConfigError(f"lora.modules_to_save: {clash[0]!r} is also matched by lora.targets; "
+                          "a module is either adapted or trained fully, not both")
     _inject(model, names, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets)
+    _mark_saved_modules(model, save, "lora.modules_to_save")
     return _report(model)
 
 
@@ -270,15 +340,38 @@ def merge_lora(model: nn.Module) -> nn.Module:
     model's module names again, so ``save_model_dir`` writes an ordinary model directory."""
     for name, layer in list(lora_layers(model).items()):
         set_submodule(model, name, layer.merged_linear())
+    if hasattr(model, SAVED_MODULES_ATTR):
+        delattr(model, SAVED_MODULES_ATTR)
     return model
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every adapter merged and every other NF4 layer dequantised to
+    an fp32 ``nn.Linear``: an ordinary model that ``save_model_dir`` can write (``model``
+    itself is not changed)."""
+    import copy
+
+    out = merge_lora(copy.deepcopy(model))
+    for name, m in list(out.named_modules()):
+        if isinstance(m, NF4Linear):
+            lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None,
+                            device=m.packed.device)
+            with torch.no_grad():
+                lin.weight.copy_(m.dequantize(torch.float32))
+                if m.bias is not None:
+                    lin.bias.copy_(m.bias)
+            set_submodule(out, name, lin.requires_grad_(False))
+    return out
 
 
 # -- the base-model fingerprint ---------------------------------------------------------------
 
-def _logical_tensors(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.Tensor | None]]:
+def _logical_tensors(model: nn.Module, exclude: Sequence[str] = (),
+                     ) -> list[tuple[str, tuple[int, ...], torch.Tensor | None]]:
     """(name, shape, tensor to hash or None) for every base-model tensor, with adapters left
     out and LoRA / NF4 wrappers mapped back to the plain layer's names. Only tensors that
-    neither LoRA nor quantisation ever change (embeddings, norms, ...) are hashed by value."""
+    neither LoRA nor quantisation ever change (embeddings, norms, ...) are hashed by value,
+    and none inside the modules ``exclude`` (the modules trained with the adapter)."""
     out, seen = [], set()
     loras = lora_layers(model)
     for mod_name, m in model.named_modules():
@@ -296,18 +389,21 @@ def _logical_tensors(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            hashed = None if isinstance(m, nn.Linear) else p
+            hashed = None if isinstance(m, nn.Linear) or any(
+                logical == e or logical.startswith(f"{e}.") for e in exclude) else p
             out.append((f"{prefix}{pname}", tuple(p.shape), hashed))
     return sorted(out, key=lambda t: t[0])
 
 
-def base_fingerprint(model: nn.Module) -> str:
+def base_fingerprint(model: nn.Module, exclude: Sequence[str] | None = None) -> str:
     """sha256 over the base model's parameter names and shapes and the values (rounded to
     bfloat16, so an fp32 and a bf16 copy agree) of the tensors that adapters and NF4 leave
     alone. The same for the model before and after ``inject_lora`` or ``quantize_nf4``; it
-    differs between bases of another architecture or with other embeddings/norms."""
+    differs between bases of another architecture or with other embeddings/norms. The values
+    inside the modules ``exclude`` (default: the model's modules to save) are not hashed."""
     h = hashlib.sha256()
-    for name, shape, t in _logical_tensors(model):
+    exclude = saved_modules(model) if exclude is None else tuple(exclude)
+    for name, shape, t in _logical_tensors(model, exclude):
         h.update(f"{name}:{shape};".encode())
         if t is not None:
             bits = t.detach().to(torch.bfloat16).contiguous().view(torch.int16).cpu().numpy()
@@ -319,9 +415,10 @@ def base_fingerprint(model: nn.Module) -> str:
 
 def save_adapter(model: nn.Module, path: str | Path, fingerprint: str | None = None,
                  cfg: LoRAConfig | None = None, meta: dict | None = None) -> Path:
-    """Write ``adapter_model.safetensors`` (A and B of every layer) and
-    ``adapter_config.json`` (rank, alpha, dropout, targets, layers, base fingerprint) to the
-    directory ``path``. The fingerprint defaults to that of ``model``'s base."""
+    """Write ``adapter_model.safetensors`` (A and B of every layer, and the tensors of the
+    modules to save) and ``adapter_config.json`` (rank, alpha, dropout, targets, layers,
+    modules_to_save, base fingerprint) to the directory ``path``. The fingerprint defaults to
+    that of ``model``'s base."""
     layers = lora_layers(model)
     if not layers:
         raise ConfigError("save_adapter: the model has no LoRA adapters (call inject_lora first)")
@@ -330,10 +427,11 @@ def save_adapter(model: nn.Module, path: str | Path, fingerprint: str | None = N
         p = first.lora_dropout.p if isinstance(first.lora_dropout, nn.Dropout) else 0.0
         cfg = LoRAConfig(rank=first.rank, alpha=first.alpha, dropout=p,
                          targets=first.targets or tuple(layers))
+    saved = saved_modules(model)
     fp = fingerprint or base_fingerprint(model)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = lora_state_dict(model)
+    tensors = {**lora_state_dict(model), **saved_module_state(model)}
     atomic_write(path / ADAPTER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     from .. import __version__
 
@@ -342,6 +440,7 @@ def save_adapter(model: nn.Module, path: str | Path, fingerprint: str | None = N
               "lmforge_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **(meta or {})}
     config["targets"] = list(cfg.targets)
+    config["modules_to_save"] = list(saved)
     atomic_write_text(path / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
     return path
 
@@ -373,8 +472,9 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
     """
     path = Path(path)
     config = read_adapter_config(path)
+    saved = [str(n) for n in config.get("modules_to_save") or []]
     if check_base:
-        have = base_fingerprint(model)
+        have = base_fingerprint(model, exclude=saved)
         want = config.get("base_fingerprint")
         if have != want:
             raise CheckpointError(
@@ -398,9 +498,19 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
         missing = [n for n in layers if n not in set(adaptable_layer_names(model))]
         if missing:
             raise CheckpointError(f"{path}: the model has no linear layer(s) {missing[:5]}")
+        no_module = [n for n in saved if not _has_module(model, n)]
+        if no_module:
+            raise CheckpointError(f"{path}: the model has no module(s) {no_module[:5]} "
+                                  "(modules_to_save)")
         _inject(model, layers, int(config["rank"]), float(config["alpha"]),
                 float(config.get("dropout", 0.0)), config.get("targets") or layers)
+        _mark_saved_modules(model, saved, f"{path}: modules_to_save")
     own = {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
+    try:
+        own.update(saved_module_state(model, saved))
+    except AttributeError:
+        raise CheckpointError(f"{path}: the model has no module(s) {saved[:5]} "
+                              "(modules_to_save)") from None
     wrong = sorted(set(own) ^ set(tensors))
     bad_shape = [f"{k} {tuple(tensors[k].shape)} (model needs {tuple(own[k].shape)})"
                  for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
@@ -411,4 +521,16 @@ def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) ->
         for name, layer in lora_layers(model).items():
             layer.lora_A.copy_(tensors[f"{name}.lora_A"])
             layer.lora_B.copy_(tensors[f"{name}.lora_B"])
+    for n in saved:
+        prefix = f"{n}."
+        model.get_submodule(n).load_state_dict(
+            {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     return _report(model)
+
+
+def _has_module(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True

@@ -165,12 +165,28 @@ class NF4Weight:
         return dequantize_nf4(self.packed, self.scales(), self.shape, self.block_size, dtype)
 
 
+_PAIR_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def _pair_table(device) -> torch.Tensor:
+    """(256, 2) float32: the two NF4 levels a packed byte holds (high nibble first)."""
+    device = torch.device(device)
+    table = _PAIR_TABLES.get(device)
+    if table is None:
+        levels = _levels(device)
+        byte = torch.arange(256, device=device)
+        table = _PAIR_TABLES[device] = torch.stack([levels[byte >> 4], levels[byte & 15]], 1)
+    return table
+
+
 def dequantize_nf4(packed: torch.Tensor, scales: torch.Tensor, shape: Sequence[int],
                    block_size: int = BLOCK_SIZE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """packed (n/2,) uint8 and per-block scales (n/block,) -> the weight of ``shape``."""
-    values = _levels(packed.device)[unpack_4bit(packed).long()]  # (n,) in [-1, 1]
-    w = values.reshape(-1, block_size) * scales[:, None]  # (n_blocks, block)
-    return w.reshape(-1)[: math.prod(shape)].reshape(tuple(shape)).to(dtype)
+    """packed (n/2,) uint8 and per-block scales (n/block,) -> the weight of ``shape``.
+    Each byte is looked up once in a 256 x 2 table of level pairs (no unpacked codes or
+    64-bit indices are materialised: the temporaries are the fp32 values and the result)."""
+    values = _pair_table(packed.device).index_select(0, packed.int())  # (n/2, 2) in [-1, 1]
+    w = values.view(-1, block_size) * scales[:, None]  # (n_blocks, block)
+    return w.view(-1)[: math.prod(shape)].view(tuple(shape)).to(dtype)
 
 
 @torch.no_grad()
@@ -326,3 +342,126 @@ def nf4_memory(model: nn.Module) -> NF4Report:
             report.bytes_before += 4 * n
             report.bytes_after += m.nbytes
     return report
+
+
+# -- loading a model directory straight into NF4 ------------------------------------------
+
+def _stream_tensors(path):
+    """(header, read(name) -> fp tensor) for a safetensors file, read with ordinary file I/O
+    one tensor at a time (a memory-mapped file's touched pages would count as resident)."""
+    import json
+    from pathlib import Path
+
+    from ..errors import CheckpointError
+    from ..io.model_dir import _ST_DTYPES
+
+    f = Path(path)
+    fh = open(f, "rb")
+    bad = f"{f} is corrupt or truncated; re-export or retrain the model"
+    try:
+        n = int.from_bytes(fh.read(8), "little")
+        header = {k: v for k, v in json.loads(fh.read(n)).items() if k != "__metadata__"}
+    except (OSError, ValueError) as e:
+        fh.close()
+        raise CheckpointError(f"{bad} ({e})") from None
+    base, size = 8 + n, f.stat().st_size
+
+    def read(name: str) -> torch.Tensor:
+        info = header[name]
+        kind, shape = _ST_DTYPES[info["dtype"]], info["shape"]
+        start, end = info["data_offsets"]
+        numel = math.prod(shape)
+        if end - start != numel * kind.itemsize or base + end > size:
+            raise CheckpointError(f"{bad} (tensor {name})")
+        fh.seek(base + start)
+        buf = bytearray(end - start)
+        if fh.readinto(buf) != len(buf):
+            raise CheckpointError(f"{bad} (tensor {name})")
+        t = torch.frombuffer(buf, dtype=kind) if numel else torch.empty(0, dtype=kind)
+        return t.reshape(shape)
+
+    return header, read, fh
+
+
+def _release_free_memory() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing):
+    the temporaries of each layer's quantisation would otherwise stay resident, interleaved
+    with the small NF4 tensors kept."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
+
+def load_model_dir_nf4(path, patterns: Sequence[str] = DEFAULT_PATTERNS,
+                       block_size: int = BLOCK_SIZE, scale_block_size: int = SCALE_BLOCK_SIZE):
+    """Load a model directory with the linear layers matching ``patterns`` quantised to NF4
+    as they are read, one weight at a time: the full-precision matrices are never all in
+    memory (nor mapped), so QLoRA's memory is NF4 codes + the other tensors (embeddings,
+    norms) in fp32. The result equals ``load_model_dir`` followed by ``quantize_nf4`` (same
+    codes). Returns (LoadedModel in eval mode, NF4Report)."""
+    import time
+    from pathlib import Path
+
+    from ..errors import CheckpointError
+    from ..io.model_dir import (WEIGHTS, LoadedModel, check_vocab, load_tokenizer_file,
+                                read_config, read_meta, skip_init)
+    from ..models import build_model
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    cfg = read_config(path)
+    tokenizer = load_tokenizer_file(path)
+    check_vocab(tokenizer, cfg, str(path))
+    with skip_init():
+        model = build_model(cfg)  # uninitialised (untouched) memory, filled or dropped below
+    names = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+    chosen = select(names, patterns, "quantize_nf4")
+    check_not_tied(model, chosen, "quantize_nf4")
+    f = path / WEIGHTS
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing; the model directory is incomplete")
+    header, read, fh = _stream_tensors(f)
+    report = NF4Report()
+    try:
+        for name in chosen:
+            lin = model.get_submodule(name)
+            if f"{name}.weight" not in header:
+                raise CheckpointError(f"{f} has no tensor {name}.weight")
+            w = read(f"{name}.weight").float()  # (out, in)
+            bias = read(f"{name}.bias").float() if lin.bias is not None else None
+            q = quantize_nf4_weight(w, block_size, scale_block_size)
+            set_submodule(model, name, NF4Linear(q, bias))
+            report.layers.append(name)
+            report.params += w.numel()
+            report.bytes_before += w.numel() * 4
+            report.bytes_after += q.nbytes
+            del w, lin, bias
+            _release_free_memory()
+        own = model.state_dict()
+        done = {f"{n}.{k}" for n in chosen for k in ("weight", "bias")}
+        tied = model.tied_keys() if hasattr(model, "tied_keys") else set()
+        need = [k for k in own if k not in tied and not k.startswith(tuple(f"{n}." for n in chosen))]
+        missing = [k for k in need if k not in header]
+        unexpected = [k for k in header if k not in own and k not in done]
+        if missing or unexpected:
+            raise CheckpointError(f"{f} does not match config.json: missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for k in need:
+                t = read(k)
+                own[k].copy_(t.to(own[k].dtype) if t.is_floating_point() else t)
+    finally:
+        fh.close()
+    model.eval()
+    return LoadedModel(model, tokenizer, cfg, read_meta(path), path,
+                       time.perf_counter() - t0), report

@@ -339,21 +339,63 @@ def sft_batches(examples: Sequence[SFTExample], batch_size: int, pad_id: int = 0
 
 # -- the objective ----------------------------------------------------------------------------
 
+LOGITS_PER_CHUNK = 1 << 23
+"""The trained-token loss computes at most this many logits (rows x vocabulary) at once."""
+
+
 def sft_loss(model: nn.Module, batch) -> torch.Tensor:
     """Mean cross-entropy over the trained (assistant) tokens of a batch.
 
     batch = (input_ids (B, T), labels (B, T)[, padding_mask (B, T)]) or a dict with those
     keys (``input_ids``, ``labels``, ``padding_mask``); labels aligned with the inputs.
+
+    For a plain :class:`~lmforge.models.CausalLM` the output head runs only on the positions
+    that predict a trained token, a chunk of rows at a time, each chunk's logits recomputed in
+    the backward pass instead of kept: the (B, T, vocabulary) logits never exist (with
+    SmolLM2's 49,152 tokens, 200 MB per 1,024 tokens, several copies of them in the backward
+    pass). Other models (wrapped for DDP or torch.compile, encoder-decoders) take the plain
+    path: all logits, then the loss on the trained ones.
     """
+    from ..models.causal_lm import CausalLM
+
     if isinstance(batch, dict):
         ids, labels, mask = batch["input_ids"], batch["labels"], batch.get("padding_mask")
     else:
         ids, labels, *rest = batch
         mask = rest[0] if rest else None
     kw = {"padding_mask": mask} if mask is not None else {}
+    if type(model) is CausalLM:
+        return _trained_token_loss(model, ids, labels, kw)
     logits = model(ids, **kw)  # (B, T, V)
     pred = logits[:, :-1].flatten(0, 1).float()  # ((B*(T-1)), V): position t predicts t + 1
     target = labels[:, 1:].flatten()
     if not bool((target != IGNORE_INDEX).any()):
         return logits.sum() * 0.0  # nothing to train in this batch: a zero that keeps the graph
     return F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX)
+
+
+def _chunk_nll(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the rows ``h`` (N, C) against ``y`` (N,)."""
+    return F.cross_entropy(head(h).float(), y, reduction="sum")
+
+
+def _trained_token_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor,
+                        kw: dict) -> torch.Tensor:
+    from torch.utils.checkpoint import checkpoint
+
+    h = model.backbone(ids, **kw)  # (B, T, C)
+    target = labels[:, 1:]  # (B, T-1): position t predicts label t + 1
+    keep = target != IGNORE_INDEX  # (B, T-1)
+    n = int(keep.sum())
+    if n == 0:
+        return h.sum() * 0.0  # nothing to train in this batch: a zero that keeps the graph
+    rows, ys = h[:, :-1][keep], target[keep]  # (N, C), (N,)
+    step = max(1, LOGITS_PER_CHUNK // model.cfg.vocab_size)
+    total = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, n, step):
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_nll, model.lm_head, rows[i:i + step],
+                                       ys[i:i + step], use_reentrant=False)
+        else:
+            total = total + _chunk_nll(model.lm_head, rows[i:i + step], ys[i:i + step])
+    return total / n

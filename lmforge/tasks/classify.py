@@ -7,7 +7,11 @@ to ``max_len``) -> :class:`~lmforge.models.SequenceClassifier` (the encoder of
 model directory.
 
 * ``mode = "full"`` trains every weight; ``"head-only"`` freezes the encoder and, with
-  ``cache_features``, runs it once per example and trains the head on the stored features.
+  ``cache_features``, runs it once per example and trains the head on the stored features;
+  ``"lora"`` freezes the encoder, adds low-rank adapters to ``lora_targets`` and trains them
+  with the head (``"qlora"``: on block projections stored in 4-bit NF4). LoRA runs save the
+  merged model directory (an ordinary classifier) and the adapter with the head in
+  ``OUT_DIR/adapter``; their checkpoints hold only adapters, head and optimiser state.
 * The dev split is evaluated every ``train.eval_every`` steps (loss, accuracy, macro-F1); the
   model directory keeps the weights of the best evaluation (``classify.metric``), and
   ``classify.patience`` evaluations without improvement stop training. Without a dev split
@@ -39,6 +43,8 @@ from ..data import epoch_indices
 from ..data.encode import EncodedTexts, encode_texts
 from ..data.labeled import LabeledData, LabelVocab, read_labeled
 from ..errors import CheckpointError, ConfigError
+from ..finetune import LoRAConfig, inject_lora, load_adapter, merged_copy, quantize_nf4, save_adapter
+from ..finetune.checkpoint import AdapterTrainer
 from ..evaluation import classification_metrics, format_confusion, majority_baseline, quick_metrics
 from ..inference.encoder import classifier_features, predict_logits
 from ..io import save_model_dir
@@ -54,6 +60,8 @@ from .common import (TrainRun, finish, fit_vocab, machine, prepare_out_dir, run_
                      write_run_file)
 
 EVAL_FILE = "eval.json"
+ADAPTER_DIR = "adapter"
+PEFT_MODES = ("lora", "qlora")
 
 
 @dataclass
@@ -190,7 +198,8 @@ def evaluate_splits(model: SequenceClassifier, parts: dict[str, EncodedSplit], l
 
 
 def _run_meta(cfg: RunConfig, splits: ClassifySplits, parts: dict[str, EncodedSplit],
-              model: SequenceClassifier, init_meta: dict, weights: torch.Tensor | None) -> dict:
+              model: SequenceClassifier, init_meta: dict, weights: torch.Tensor | None,
+              peft: dict | None = None) -> dict:
     """meta.json of the classifier directory (training results are added as they come)."""
     cc, labels = cfg.classify, splits.vocab.labels
     data: dict = {name: {"path": p.data.path, "rows": len(p.y), "truncated": p.enc.n_truncated,
@@ -207,14 +216,44 @@ def _run_meta(cfg: RunConfig, splits: ClassifySplits, parts: dict[str, EncodedSp
                       "source": init_meta.get("source")} if cc.init_from else None,
         "data": data,
         "class_weights": None if weights is None else weights.tolist(),
-        "parameters": model.num_params(),
-        "trainable_parameters": model.num_params(trainable_only=True),
+        "parameters": peft["base_params"] if peft else model.num_params(),
+        "trainable_parameters": peft["trainable_params"] if peft else
+        model.num_params(trainable_only=True),
         "run_config": to_dict(cfg),
         "machine": machine(),
     }
+    meta["trainable_share"] = peft["trainable_share"] if peft else \
+        meta["trainable_parameters"] / max(1, meta["parameters"])
+    if peft:
+        meta["lora"] = peft
     if cc.mode == "head-only" and "sentence_embedding" in init_meta:
         meta["sentence_embedding"] = init_meta["sentence_embedding"]  # the encoder is unchanged
     return meta
+
+
+def add_adapters(model: SequenceClassifier, cc: ClassifyConfig) -> dict:
+    """lora/qlora: quantise the encoder's block projections (qlora), wrap ``cc.lora_targets``
+    in LoRA adapters and keep the head trainable. Returns the report for meta.json."""
+    base_params = model.num_params()
+    out: dict = {"mode": cc.mode, "rank": cc.lora_rank, "alpha": cc.lora_alpha,
+                 "dropout": cc.lora_dropout, "targets": list(cc.lora_targets),
+                 "modules_to_save": ["head"], "base_params": base_params}
+    try:
+        if cc.mode == "qlora":
+            out["nf4_bytes_per_param"] = round(quantize_nf4(model).bytes_per_param, 4)
+        report = inject_lora(model, LoRAConfig(rank=cc.lora_rank, alpha=cc.lora_alpha,
+                                               dropout=cc.lora_dropout,
+                                               targets=tuple(cc.lora_targets),
+                                               modules_to_save=("head",)))
+    except ConfigError as e:  # name the [classify] fields
+        raise ConfigError(str(e).replace("lora.", "classify.lora_")
+                          .replace("quantize_nf4:", "classify.mode = \"qlora\":")) from None
+    adapters = report.trainable_params - model.head.proj.weight.numel() - \
+        model.head.proj.bias.numel()
+    out.update(layers=len(report.layers), adapter_params=adapters,
+               trainable_params=report.trainable_params,
+               trainable_share=report.trainable_share)
+    return out
 
 
 def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
@@ -250,11 +289,19 @@ def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     write_run_file(cfg, out)
     if cc.mode == "head-only":
         model.freeze_encoder()
+    peft = add_adapters(model, cc) if cc.mode in PEFT_MODES else None
     cached = cc.mode == "head-only" and cc.cache_features
-    meta_base = _run_meta(cfg, splits, parts, model, init_meta, weights)
+    meta_base = _run_meta(cfg, splits, parts, model, init_meta, weights, peft)
 
     def save(summary: dict) -> None:
-        save_model_dir(out, model, tokenizer, {**meta_base, "training": summary})
+        meta = {**meta_base, "training": summary}
+        if peft is None:
+            save_model_dir(out, model, tokenizer, meta)
+            return
+        # the merged model directory (what `lmforge classify` loads) and the adapter + head
+        save_model_dir(out, merged_copy(model), tokenizer, {**meta, "adapter": ADAPTER_DIR})
+        save_adapter(model, out / ADAPTER_DIR, meta={"classify": {
+            "labels": labels, "init_from": cc.init_from, "mode": cc.mode, "training": summary}})
 
     def train_batch(step: int, micro: int, rank: int) -> dict:
         offset = ((step * tc.grad_accum + micro) * trainer.dist.world_size + rank) * B
@@ -270,7 +317,7 @@ def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     es = None
     if dev is not None:
         es = EarlyStopping(cc.metric, "min" if cc.metric == "loss" else "max", cc.patience)
-    trainer = Trainer(
+    trainer = (AdapterTrainer if peft else Trainer)(
         model.head if cached else model, partial(classification_loss, class_weights=weights),
         train_batch=train_batch, cfg=tc, out_dir=out,
         tokens_per_batch=int(round(float(train.enc.lengths.mean()) * B)),
@@ -287,7 +334,9 @@ def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
     run = TrainRun(out, result, cfg, tokenizer, model, plot)
     if not trainer.dist.is_main or not (result.step == tc.max_steps or result.stopped_early):
         return run  # interrupted (stop_at): the checkpoint is the state to resume from
-    if dev is not None:  # the model directory holds the best evaluation's weights
+    if dev is not None and peft:  # the best evaluation's adapters and head, in memory
+        load_adapter(model, out / ADAPTER_DIR)
+    elif dev is not None:  # the model directory holds the best evaluation's weights
         model.load_state_dict(read_weights(out))
     else:
         save(trainer.summary())
@@ -298,6 +347,9 @@ def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = 
                             f"{name}_majority": m["majority_baseline"]})
     best = {"best_step": es.best_step, "metric": cc.metric, "best": es.best} if es else {}
     run.metrics.update({"best_step": es.best_step} if es else {})
+    if peft:
+        run.metrics.update(trainable_params=peft["trainable_params"],
+                           trainable_share=peft["trainable_share"])
     atomic_write_text(out / EVAL_FILE, json.dumps({"labels": labels, **best, **evals}, indent=2))
     brief = {k: {f: v for f, v in m.items() if f != "report"} for k, m in evals.items()}
     update_meta(out, eval=brief, training={**trainer.summary(), **best})

@@ -28,6 +28,12 @@ class SFTConfig:
     """Pack several conversations into each row of max_length tokens."""
     val_fraction: float = 0.1
     """Share of the conversations held out to measure the loss before and after."""
+    general_text: str = ""
+    """General held-out text (a file, directory or JSONL, as `lmforge eval --data` reads) to
+    measure forgetting: its perplexity before and after fine-tuning is reported next to the
+    held-out loss ("" = not measured)."""
+    general_max_chars: int = 20000
+    """Score only the first N characters of general_text (0 = all of it)."""
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
@@ -39,3 +45,6 @@ class SFTConfig:
             raise ConfigError(f"sft.val_fraction: must be in [0, 1), got {self.val_fraction}")
         if self.max_length <= 1:
             raise ConfigError(f"sft.max_length: must be > 1, got {self.max_length}")
+        if self.general_max_chars < 0:
+            raise ConfigError(f"sft.general_max_chars: must be >= 0 (0 = all), got "
+                              f"{self.general_max_chars}")

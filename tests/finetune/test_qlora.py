@@ -88,3 +88,32 @@ def test_qlora_adapter_loads_onto_the_full_precision_base(tmp_path):
     load_adapter(fp, tmp_path)  # fp32 base + adapter: differs from QLoRA by the NF4 error only
     a, b = fp(X), model(X)
     assert (a - b).norm() / a.norm() < 0.06
+
+
+def test_loading_a_model_directory_straight_into_nf4(tmp_path):
+    import pytest
+
+    from lmforge.errors import CheckpointError
+    from lmforge.finetune import load_model_dir_nf4
+    from lmforge.io import save_model_dir
+    from lmforge.tokenizers import train_tokenizer
+
+    (tmp_path / "t.txt").write_text("abcdefghij klmnop " * 20, encoding="utf-8")
+    tok = train_tokenizer([tmp_path / "t.txt"], kind="char")
+    fp = tiny_model(vocab_size=97)
+    save_model_dir(tmp_path / "m", fp, tok)
+    lm, report = load_model_dir_nf4(tmp_path / "m")
+    assert len(report.layers) == 14 and report.bytes_per_param < 0.52
+    want = copy.deepcopy(fp)
+    quantize_nf4(want)  # the same codes as quantising the loaded fp32 model
+    a, b = lm.model.state_dict(), want.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert lm.model.lm_head.weight is lm.model.backbone.embed.weight  # still tied
+    assert base_fingerprint(lm.model) == base_fingerprint(fp)
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(X), want(X))
+    with pytest.raises(Exception, match="match no linear layer"):
+        load_model_dir_nf4(tmp_path / "m", patterns=("*.nope",))
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x10\x00")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model_dir_nf4(tmp_path / "m")

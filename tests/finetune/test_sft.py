@@ -219,3 +219,35 @@ def test_lora_sft_overfits_the_instruction_set(chat_tokenizer):
         loss.backward()
         opt.step()
     assert loss.item() < first - 1.0
+
+
+def test_chunked_trained_token_loss_equals_full_logits(chat_tokenizer, monkeypatch):
+    """The CausalLM path (head on trained positions only, chunks recomputed in backward)
+    gives the loss and gradients of computing every logit."""
+    import copy
+
+    import lmforge.finetune.sft as sft_mod
+
+    data = load_sft_data(builtin_instructions_path(), chat_tokenizer)
+    batch = collate(data.examples[:3], pad_id=0)
+    model = tiny_model(vocab_size=400).train()
+    plain = copy.deepcopy(model)
+
+    class Wrapped(torch.nn.Module):  # not a CausalLM: takes the all-logits path
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, **kw):
+            return self.m(ids, **kw)
+
+    monkeypatch.setattr(sft_mod, "LOGITS_PER_CHUNK", 400 * 7)  # 7 rows per chunk
+    got = sft_loss(model, batch)
+    want = sft_loss(Wrapped(plain), batch)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    want.backward()
+    for (name, a), b in zip(model.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(sft_loss(model, batch), want.detach())

@@ -1,0 +1,112 @@
+"""SST-2 sentence sentiment with all-MiniLM-L6-v2 on a CPU: LoRA (classify.mode = "lora")
+against full fine-tuning; accuracy on the 1,821-sentence test set, trainable parameters, and
+the wall and CPU time each took.
+
+Data: ../shared/data/sst/stsa.binary.{train,dev,test} (6,920 / 872 / 1,821 sentences). The
+dev set picks the best evaluation (accuracy, evaluated twice per epoch); the test set is
+scored once with those weights. LoRA: rank 8, alpha 16, dropout 0.1 on the q, k, v, o and
+feed-forward projections of all 6 blocks, the classifier head trained fully, AdamW lr 1e-3,
+linear decay, 6% warmup, no weight decay, batch 32, max_len 64, 4 epochs. Measured (one
+thread, the other core busy): test 0.889 in 10.2 min (3 epochs: 0.884 in 7.5 min).
+Full fine-tuning (--modes lora,full) uses bench/sst2_minilm.py's settings: lr 1e-4, 4
+epochs, weight decay 0.01 (measured: test 0.897 in 8.2 min here); without it in --modes, the
+table shows that figure as a reference row, not rerun.
+
+    python bench/sst2_lora.py [--modes lora] [--epochs 4] [--lr 1e-3] [--rank 8]
+    python bench/sst2_lora.py --limit 200 --eval-limit 200 --epochs 1   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import machine, table  # noqa: E402
+from bench.encoder_common import SST, classify_run, fmt_s, minilm_dir  # noqa: E402
+
+N_TRAIN = 6920
+FULL_REFERENCE = {"test_accuracy": 0.897, "wall": "8.2 min", "epochs": 4, "lr": 1e-4,
+                  "source": "bench/sst2_minilm.py --modes full (commit 4f97b1b)"}
+
+
+def overrides(mode: str, args, init: Path) -> list[str]:
+    n = min(args.limit or N_TRAIN, N_TRAIN)
+    epochs = args.epochs if mode == "lora" else args.full_epochs
+    steps = math.ceil(epochs * n / args.batch_size)
+    per_epoch = math.ceil(n / args.batch_size)
+    common = [f'out_dir="{args.out}/{mode}"', f"seed={args.seed}", f'classify.init_from="{init}"',
+              f'classify.train="{SST / "stsa.binary.train"}"',
+              f'classify.dev="{SST / "stsa.binary.dev"}"',
+              f'classify.test="{SST / "stsa.binary.test"}"', f"classify.limit={args.limit}",
+              f"classify.eval_limit={args.eval_limit}", f"classify.max_len={args.max_len}",
+              f'classify.mode="{mode}"', f"classify.epochs={epochs}", 'classify.metric="accuracy"',
+              f"train.batch_size={args.batch_size}", f"train.eval_every={max(1, per_epoch // 2)}",
+              "train.checkpoint_every=0", 'train.schedule="linear"', "train.min_lr=0.0",
+              f"train.warmup_steps={int(0.06 * steps)}",
+              f"train.progress={'true' if args.progress else 'false'}"]
+    if mode == "full":
+        return common + [f"train.lr={args.full_lr}", "train.weight_decay=0.01"]
+    targets = ", ".join(f'"{t}"' for t in args.targets.split(","))
+    return common + [f"train.lr={args.lr}", "train.weight_decay=0.0",
+                     f"classify.lora_rank={args.rank}", f"classify.lora_alpha={2 * args.rank}",
+                     f"classify.lora_dropout={args.lora_dropout}",
+                     f"classify.lora_targets=[{targets}]"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modes", default="lora", help="lora, full or lora,full")
+    ap.add_argument("--epochs", type=float, default=4.0, help="LoRA epochs")
+    ap.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--lora-dropout", type=float, default=0.1)
+    ap.add_argument("--targets", default="*.attn.q_proj,*.attn.k_proj,*.attn.v_proj,"
+                    "*.attn.o_proj,*.ff.up_proj,*.ff.down_proj")
+    ap.add_argument("--full-epochs", type=float, default=4.0)
+    ap.add_argument("--full-lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-len", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=0, help="train on N random training sentences")
+    ap.add_argument("--eval-limit", type=int, default=0, help="score N random dev/test sentences")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default="runs/bench-sst2-lora")
+    ap.add_argument("--minilm", default="runs/minilm", help="where the imported MiniLM is kept")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    init = minilm_dir(args.minilm)
+    rows, n_params = [], None
+    for mode in args.modes.split(","):
+        run, t = classify_run(overrides(mode, args, init))
+        m = run.metrics
+        trained = m.get("trainable_params") or run.model.num_params(trainable_only=True)
+        share = m.get("trainable_share", 1.0)
+        n_params = json.loads((run.out_dir / "meta.json").read_text())["parameters"]
+        rows.append([mode, f"{trained:,} ({100 * share:.2f}%)", f"{args.limit or N_TRAIN}",
+                     f"{args.epochs if mode == 'lora' else args.full_epochs:g}",
+                     str(run.result.step), fmt_s(t.wall), fmt_s(t.cpu),
+                     f"{m['dev_accuracy']:.4f}", f"{m['test_accuracy']:.4f}",
+                     f"{m['test_macro_f1']:.4f}", f"{m['test_majority']:.4f}"])
+        print(f"{mode}: done in {fmt_s(t.wall)}", flush=True)
+    if "full" not in args.modes.split(","):
+        r = FULL_REFERENCE
+        steps = math.ceil(r["epochs"] * N_TRAIN / 32)
+        rows.append(["full (reference, not rerun)", f"{n_params:,} (100%)", str(N_TRAIN),
+                     str(r["epochs"]), str(steps), r["wall"], "-", "-",
+                     f"{r['test_accuracy']:.3f}", "-", "-"])
+    print(f"\nSST-2 (stsa.binary), all-MiniLM-L6-v2, max_len {args.max_len}, batch "
+          f"{args.batch_size}; LoRA rank {args.rank}, alpha {2 * args.rank}, lr {args.lr:g}, "
+          f"targets {args.targets}; test sentences: {args.eval_limit or 1821}")
+    if "full" not in args.modes.split(","):
+        print(f"full fine-tuning row: {FULL_REFERENCE['source']}, lr {FULL_REFERENCE['lr']:g}")
+    print(machine())
+    print(table(["mode", "trained params", "train sentences", "epochs", "steps", "wall time",
+                 "CPU time", "dev acc (best)", "test acc", "test macro-F1", "majority baseline"],
+                rows))
+
+
+if __name__ == "__main__":
+    main()
