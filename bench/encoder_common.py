@@ -67,3 +67,28 @@ def classify_run(overrides: list[str]):
     with timed() as t:
         run = train_task(cfg, overwrite=True)
     return run, t
+
+
+SST2_TRAIN = 6920
+"""Sentences in stsa.binary.train."""
+
+
+def sst2_overrides(mode: str, args, init: Path, epochs: float) -> list[str]:
+    """The ``--set`` overrides every SST-2 fine-tuning benchmark shares: data, length, epochs,
+    batch, a linear schedule with dev evaluations twice an epoch, 6% warmup. ``args`` has
+    out, seed, limit, eval_limit, max_len, batch_size, progress."""
+    import math
+
+    n = min(args.limit or SST2_TRAIN, SST2_TRAIN)
+    steps = math.ceil(epochs * n / args.batch_size)
+    per_epoch = math.ceil(n / args.batch_size)
+    return [f'out_dir="{args.out}/{mode}"', f"seed={args.seed}", f'classify.init_from="{init}"',
+            f'classify.train="{SST / "stsa.binary.train"}"',
+            f'classify.dev="{SST / "stsa.binary.dev"}"',
+            f'classify.test="{SST / "stsa.binary.test"}"', f"classify.limit={args.limit}",
+            f"classify.eval_limit={args.eval_limit}", f"classify.max_len={args.max_len}",
+            f'classify.mode="{mode}"', f"classify.epochs={epochs}", 'classify.metric="accuracy"',
+            f"train.batch_size={args.batch_size}", f"train.eval_every={max(1, per_epoch // 2)}",
+            "train.checkpoint_every=0", 'train.schedule="linear"', "train.min_lr=0.0",
+            f"train.warmup_steps={int(0.06 * steps)}",
+            f"train.progress={'true' if args.progress else 'false'}"]

@@ -15,35 +15,22 @@ mean-pooled features, lr 3e-3, 20 epochs.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
-from bench.encoder_common import SST, classify_run, fmt_s, minilm_dir  # noqa: E402
+from bench.encoder_common import SST2_TRAIN as N_TRAIN  # noqa: E402
+from bench.encoder_common import classify_run, fmt_s, minilm_dir, sst2_overrides  # noqa: E402
 
-N_TRAIN = 6920
 
 
 def overrides(mode: str, args, init: Path) -> list[str]:
-    n = min(args.limit or N_TRAIN, N_TRAIN)
-    epochs = args.epochs if mode == "full" else args.head_epochs
-    steps = math.ceil(epochs * n / args.batch_size)
-    per_epoch = math.ceil(n / args.batch_size)
-    common = [f'out_dir="{args.out}/{mode}"', f"seed={args.seed}", f'classify.init_from="{init}"',
-              f'classify.train="{SST / "stsa.binary.train"}"',
-              f'classify.dev="{SST / "stsa.binary.dev"}"',
-              f'classify.test="{SST / "stsa.binary.test"}"', f"classify.limit={args.limit}",
-              f"classify.eval_limit={args.eval_limit}", f"classify.max_len={args.max_len}",
-              f'classify.mode="{mode}"', f"classify.epochs={epochs}", 'classify.metric="accuracy"',
-              f"train.batch_size={args.batch_size}", f"train.eval_every={max(1, per_epoch // 2)}",
-              "train.checkpoint_every=0", 'train.schedule="linear"', "train.min_lr=0.0",
-              f"train.progress={'true' if args.progress else 'false'}"]
     if mode == "full":
-        return common + [f"train.lr={args.lr}", f"train.warmup_steps={int(0.06 * steps)}",
-                         "train.weight_decay=0.01"]
-    return common + [f"train.lr={args.head_lr}", "train.warmup_steps=10", "train.weight_decay=0.0"]
+        return sst2_overrides(mode, args, init, args.epochs) + [f"train.lr={args.lr}",
+                                                               "train.weight_decay=0.01"]
+    return sst2_overrides(mode, args, init, args.head_epochs) + [
+        f"train.lr={args.head_lr}", "train.warmup_steps=10", "train.weight_decay=0.0"]
 
 
 def main() -> None:
