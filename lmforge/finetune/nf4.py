@@ -346,42 +346,6 @@ def nf4_memory(model: nn.Module) -> NF4Report:
 
 # -- loading a model directory straight into NF4 ------------------------------------------
 
-def _stream_tensors(path):
-    """(header, read(name) -> fp tensor) for a safetensors file, read with ordinary file I/O
-    one tensor at a time (a memory-mapped file's touched pages would count as resident)."""
-    import json
-    from pathlib import Path
-
-    from ..errors import CheckpointError
-    from ..io.model_dir import _ST_DTYPES
-
-    f = Path(path)
-    fh = open(f, "rb")
-    bad = f"{f} is corrupt or truncated; re-export or retrain the model"
-    try:
-        n = int.from_bytes(fh.read(8), "little")
-        header = {k: v for k, v in json.loads(fh.read(n)).items() if k != "__metadata__"}
-    except (OSError, ValueError) as e:
-        fh.close()
-        raise CheckpointError(f"{bad} ({e})") from None
-    base, size = 8 + n, f.stat().st_size
-
-    def read(name: str) -> torch.Tensor:
-        info = header[name]
-        kind, shape = _ST_DTYPES[info["dtype"]], info["shape"]
-        start, end = info["data_offsets"]
-        numel = math.prod(shape)
-        if end - start != numel * kind.itemsize or base + end > size:
-            raise CheckpointError(f"{bad} (tensor {name})")
-        fh.seek(base + start)
-        buf = bytearray(end - start)
-        if fh.readinto(buf) != len(buf):
-            raise CheckpointError(f"{bad} (tensor {name})")
-        t = torch.frombuffer(buf, dtype=kind) if numel else torch.empty(0, dtype=kind)
-        return t.reshape(shape)
-
-    return header, read, fh
-
 
 def _release_free_memory() -> None:
     """Give freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing):
@@ -430,7 +394,9 @@ def load_model_dir_nf4(path, patterns: Sequence[str] = DEFAULT_PATTERNS,
     f = path / WEIGHTS
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
-    header, read, fh = _stream_tensors(f)
+    from ..io.model_dir import stream_tensors
+
+    header, read, fh = stream_tensors(f)
     report = NF4Report()
     try:
         for name in chosen:

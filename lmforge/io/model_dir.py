@@ -212,6 +212,38 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
               "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
+def stream_tensors(path: str | Path):
+    """(header, read(name) -> tensor, the open file) for a safetensors file, read with ordinary
+    file I/O one tensor at a time (a memory-mapped file's touched pages would count as
+    resident); sizes and offsets are checked, a bad file is a CheckpointError."""
+    f = Path(path)
+    fh = open(f, "rb")
+    bad = f"{f} is corrupt or truncated; re-export or retrain the model"
+    try:
+        n = int.from_bytes(fh.read(8), "little")
+        header = {k: v for k, v in json.loads(fh.read(n)).items() if k != "__metadata__"}
+    except (OSError, ValueError) as e:
+        fh.close()
+        raise CheckpointError(f"{bad} ({e})") from None
+    base, size = 8 + n, f.stat().st_size
+
+    def read(name: str) -> torch.Tensor:
+        info = header[name]
+        kind, shape = _ST_DTYPES[info["dtype"]], info["shape"]
+        start, end = info["data_offsets"]
+        numel = math.prod(shape)
+        if end - start != numel * kind.itemsize or base + end > size:
+            raise CheckpointError(f"{bad} (tensor {name})")
+        fh.seek(base + start)
+        buf = bytearray(end - start)
+        if fh.readinto(buf) != len(buf):
+            raise CheckpointError(f"{bad} (tensor {name})")
+        t = torch.frombuffer(buf, dtype=kind) if numel else torch.empty(0, dtype=kind)
+        return t.reshape(shape)
+
+    return header, read, fh
+
+
 def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """The weights, floating-point ones cast to ``dtype``. Without a cast they are memory-
     mapped; with one, each tensor is read into memory, cast and released in turn, so the
@@ -221,30 +253,16 @@ def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]
     f = path / WEIGHTS
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
-    bad = f"{f} is corrupt or truncated; re-export or retrain the model"
+    header, read, fh = stream_tensors(f)
     out = {}
     try:
-        with open(f, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(n))
-            base, size = 8 + n, f.stat().st_size
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                kind, shape = _ST_DTYPES[info["dtype"]], info["shape"]
-                start, end = info["data_offsets"]
-                numel = math.prod(shape)
-                if end - start != numel * kind.itemsize or base + end > size:
-                    raise CheckpointError(f"{bad} (tensor {name})")
-                fh.seek(base + start)
-                buf = bytearray(end - start)
-                if fh.readinto(buf) != len(buf):
-                    raise CheckpointError(f"{bad} (tensor {name})")
-                t = (torch.frombuffer(buf, dtype=kind) if numel else torch.empty(0, dtype=kind))
-                t = t.reshape(shape)
+        with fh:
+            for name in header:
+                t = read(name)
                 out[name] = t.to(dtype) if t.is_floating_point() else t
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{bad} ({e})") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{f} is corrupt or truncated; re-export or retrain the model "
+                              f"({e})") from None
     return out
 
 
