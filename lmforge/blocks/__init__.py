@@ -9,10 +9,12 @@ from .norms import LayerNorm, RMSNorm, make_norm
 from .positions import (POSITIONAL, ROPE_SCALING, LearnedPositions, RotaryEmbedding,
                         SinusoidalPositions, alibi_bias, alibi_slopes, rope_inv_freq,
                         sinusoidal_table)
+from .unpad import MIN_PADDING, Unpadded
 
 __all__ = [
-    "ACTIVATIONS", "BACKENDS", "POSITIONAL", "ROPE_SCALING", "FeedForward", "KVCache", "LayerNorm",
-    "LearnedPositions", "MultiHeadAttention", "RMSNorm", "RotaryEmbedding", "SinusoidalPositions",
-    "TokenEmbedding", "TransformerBlock", "alibi_bias", "alibi_slopes", "causal_mask",
+    "ACTIVATIONS", "BACKENDS", "MIN_PADDING", "POSITIONAL", "ROPE_SCALING", "FeedForward",
+    "KVCache", "LayerNorm", "LearnedPositions", "MultiHeadAttention", "RMSNorm", "RotaryEmbedding",
+    "SinusoidalPositions", "TokenEmbedding", "TransformerBlock", "Unpadded", "alibi_bias",
+    "alibi_slopes", "causal_mask",
     "make_norm", "rope_inv_freq", "scaled_dot_product_attention", "sinusoidal_table",
 ]

@@ -17,6 +17,7 @@ from torch import nn
 
 from .kv_cache import KVCache
 from .positions import RotaryEmbedding
+from .unpad import Unpadded
 
 BACKENDS = ("fused", "explicit")
 
@@ -123,11 +124,14 @@ class MultiHeadAttention(nn.Module):
         copies cost more than the one large GEMM saves."""
         return all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj))
 
-    def _fused_qkv(self, x: torch.Tensor):
+    def _fused_qkv(self, x: torch.Tensor, unpad: Unpadded | None = None):
         ps = (self.q_proj, self.k_proj, self.v_proj)
         w = torch.cat([p.weight for p in ps])  # (Hq*D + 2*Hkv*D, C)
         b = torch.cat([p.bias for p in ps]) if ps[0].bias is not None else None
-        return F.linear(x, w, b).split([p.out_features for p in ps], dim=-1)
+        qkv = F.linear(x, w, b)  # (B, T, Hq*D + 2*Hkv*D) or packed (N, ...)
+        if unpad is not None:
+            qkv = unpad.pad(qkv)  # (B, T, ...): attention needs the batch layout
+        return qkv.split([p.out_features for p in ps], dim=-1)
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # (B, T, n*D) -> (B, n, T, D)
         B, T, _ = x.shape
@@ -145,16 +149,22 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         attn_out: list | None = None,
+        unpad: Unpadded | None = None,  # x is (N, C), the real tokens of a padded batch
     ) -> torch.Tensor:
-        B, T, _ = x.shape
+        if unpad is not None and (context is not None or cache is not None):
+            raise ValueError("packed (unpadded) input is for self-attention without a KV cache")
+        B, T = (unpad.batch, unpad.length) if unpad is not None else x.shape[:2]
+        rows = x.shape[0] if unpad is not None else B * T
         static = context is not None and cache is not None and cache.has_static(layer)
-        if context is None and T > 1 and B * T >= 128 and self._fusable():
-            q, k, v = self._fused_qkv(x)  # one large matrix product instead of three
+        if context is None and T > 1 and rows >= 128 and self._fusable():
+            q, k, v = self._fused_qkv(x, unpad)  # one large matrix product instead of three
         else:
             q = self.q_proj(x)
             if not static:
                 src = x if context is None else context  # (B, S, C)
                 k, v = self.k_proj(src), self.v_proj(src)
+            if unpad is not None:  # (N, n*D) -> (B, T, n*D): attention needs the batch layout
+                q, k, v = unpad.pad(q), unpad.pad(k), unpad.pad(v)
         q = self._heads(q, self.n_head)  # (B, H, T, D)
         if static:
             k, v = cache.static(layer)  # cross-attention K/V: computed once per source
@@ -179,4 +189,6 @@ class MultiHeadAttention(nn.Module):
         if need:
             attn_out.append(w.detach())
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, H*D)
+        if unpad is not None:
+            y = unpad.pack(y)  # (N, H*D)
         return self.o_proj(y)

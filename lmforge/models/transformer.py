@@ -14,7 +14,7 @@ from torch import nn
 
 from ..blocks import (FeedForward, KVCache, LearnedPositions, MultiHeadAttention, RotaryEmbedding,
                       SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
-                      alibi_slopes, make_norm, rope_inv_freq)
+                      Unpadded, alibi_slopes, make_norm, rope_inv_freq)
 from ..errors import ConfigError
 from .config import ModelConfig
 
@@ -63,6 +63,9 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(build_block(cfg, rope, cross_attention)
                                     for _ in range(n_layer or cfg.n_layer))
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.prenorm else None
+        self.unpad = True
+        """Skip padding: with a ``padding_mask`` (and no KV cache), the blocks process only the
+        real tokens (``lmforge.blocks.unpad``); padding positions of the output are zeros."""
 
     def forward(
         self,
@@ -95,6 +98,12 @@ class Transformer(nn.Module):
             x = self.embed_norm(x)
         x = self.drop(x)
         mask = padding_mask[:, None, None, :] if padding_mask is not None else None  # (B,1,1,S)
+        unpad = None
+        if (self.unpad and padding_mask is not None and cache is None and context is None
+                and T > 1 and not torch.compiler.is_compiling()):
+            unpad = Unpadded.from_mask(padding_mask)  # None if there is little padding
+            if unpad is not None:
+                x = unpad.pack(x)  # (N, C): blocks work on the real tokens only
         bias = None
         if self.alibi is not None:
             q_pos = positions if positions.dim() == 1 else positions[0]
@@ -107,10 +116,11 @@ class Transformer(nn.Module):
                          if context_mask is None else context_mask[:, None, None, :])  # (B,1,1,S)
         for i, layer in enumerate(self.layers):
             x = layer(x, positions=positions, mask=mask, bias=bias, is_causal=self.causal,
-                      cache=cache, layer=i, attn_out=attn_out, **cross)
+                      cache=cache, layer=i, attn_out=attn_out, unpad=unpad, **cross)
         if cache is not None:
             cache.advance(T)
-        return self.norm(x) if self.norm is not None else x
+        x = self.norm(x) if self.norm is not None else x
+        return unpad.pad(x) if unpad is not None else x  # (B, T, C), zeros at padding
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
