@@ -4,13 +4,14 @@ test set, with the wall and CPU time each took.
 
 Data: ../shared/data/sst/stsa.binary.{train,dev,test} (6,920 / 872 / 1,821 sentences). The
 dev set picks the best evaluation (accuracy, evaluated twice per epoch); the test set is
-scored once with those weights. Full: AdamW lr 5e-5, linear decay, 6% warmup, weight decay
-0.01, batch 32, max_len 64 (SST sentences are short: 99.9% fit), 3 epochs. Head-only: cached
-mean-pooled features, lr 3e-3, 20 epochs.
+scored once with those weights. Full: AdamW lr 1e-4 (--lr), linear decay, 6% warmup, weight
+decay 0.01, batch 32, max_len 64 (SST sentences are short: 99.9% fit), 4 epochs (--epochs),
+layer-wise learning-rate decay --layer-decay (default 1 = none), pooling as the model
+directory says (mean for MiniLM; --pooling). Head-only: cached mean-pooled features, lr 3e-3,
+20 epochs.
 
-    python bench/sst2_minilm.py [--modes full,head-only] [--epochs 3] [--limit 0]
-    python bench/sst2_minilm.py --limit 200 --eval-limit 200 --epochs 1   # smoke test
-"""
+    python bench/sst2_minilm.py [--modes full,head-only] [--epochs 4] [--lr 1e-4] [--layer-decay 1]
+    python bench/sst2_minilm.py --limit 200 --eval-limit 200 --epochs 1   # smoke test"""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from bench.encoder_common import classify_run, fmt_s, minilm_dir, sst2_overrides
 
 def overrides(mode: str, args, init: Path) -> list[str]:
     if mode == "full":
-        return sst2_overrides(mode, args, init, args.epochs) + [f"train.lr={args.lr}",
-                                                               "train.weight_decay=0.01"]
+        return sst2_overrides(mode, args, init, args.epochs) + [
+            f"train.lr={args.lr}", "train.weight_decay=0.01",
+            f"train.layer_decay={args.layer_decay}", f'classify.pooling="{args.pooling}"']
     return sst2_overrides(mode, args, init, args.head_epochs) + [
         f"train.lr={args.head_lr}", "train.warmup_steps=10", "train.weight_decay=0.0"]
 
@@ -39,6 +41,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=4.0, help="full fine-tuning epochs")
     ap.add_argument("--head-epochs", type=float, default=20.0, help="head-only epochs")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--layer-decay", type=float, default=1.0, help="train.layer_decay (full)")
+    ap.add_argument("--pooling", default="auto", help="classify.pooling (full): auto, cls, mean")
     ap.add_argument("--head-lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-len", type=int, default=64)

@@ -60,6 +60,10 @@ class TrainConfig:
     Transformer's: lr * sqrt(warmup_steps / step))."""
     weight_decay: float = 0.1
     """AdamW weight decay, applied to matrices only (not to biases, norms)."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay for fine-tuning: the layers above the blocks (heads,
+    final norm) train at lr, block i at lr * layer_decay ** (n_layer - i), the embeddings at
+    lr * layer_decay ** (n_layer + 1). 1 = one rate for all; 0.8-0.95 is usual."""
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
@@ -91,6 +95,8 @@ class TrainConfig:
         for name in ("lr", "min_lr", "weight_decay", "grad_clip", "max_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"train.layer_decay: must be in (0, 1], got {self.layer_decay}")
 
 
 @dataclass

@@ -113,7 +113,8 @@ class Trainer:
         self.early_stopping = early_stopping
         self.on_best = on_best
         self.dtype = autocast_dtype(cfg.dtype, self.device)
-        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+        self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                        cfg.layer_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.train_model = model
         if self.dist.enabled:
@@ -240,7 +241,7 @@ class Trainer:
             lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
                        max_steps=cfg.max_steps, schedule=cfg.schedule)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             loss_sum = torch.zeros((), device=self.device)
             for micro in range(cfg.grad_accum):
                 batch = _to_device(self.train_batch(self.step, micro, self.dist.rank), self.device)
