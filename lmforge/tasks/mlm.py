@@ -120,8 +120,13 @@ def train_mlm(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     def on_save(mdl, summary: dict) -> None:
         save_model_dir(out, mdl, tokenizer, {**meta_base, "training": summary})
 
+    def evaluate(mdl) -> dict:  # every eval logs the accuracies too (metrics.jsonl)
+        res = mlm_metrics(mdl, val_batches, next(mdl.parameters()).device)
+        return {"loss": res.get("mlm_loss", 0.0) + res.get("nsp_loss", 0.0), **res}
+
     trainer = Trainer(model, mlm_nsp_loss, train_batch=train_batch,
                       eval_batches=(lambda: val_batches) if val_batches else None,
+                      evaluate_fn=evaluate if val_batches else None,
                       cfg=tc, out_dir=out, tokens_per_batch=B * seq_len, on_save=on_save)
     t0 = time.time()
     result = trainer.fit(resume=resume, stop_at=stop_at)

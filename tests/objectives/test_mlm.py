@@ -130,6 +130,10 @@ def test_tiny_mlm_nsp_run_lowers_the_loss(tmp_path):
     m = run.metrics
     assert m["mlm_loss"] < math.log(vocab) - 1.5, (m, vocab)
     assert m["mlm_accuracy"] > 0.3 and 0.0 <= m["nsp_accuracy"] <= 1.0
+    evals = [r for r in run.result.history if r["split"] == "val"]  # every eval: accuracies too
+    assert [r["step"] for r in evals] == [40, 80]
+    assert evals[-1]["mlm_accuracy"] == pytest.approx(m["mlm_accuracy"])
+    assert evals[-1]["nsp_accuracy"] == pytest.approx(m["nsp_accuracy"])
     meta = json.loads((run.out_dir / "meta.json").read_text())
     assert meta["task"] == "masked-lm+nsp" and meta["eval"]["mlm_accuracy"] == m["mlm_accuracy"]
     lm = load_model_dir(run.out_dir)
