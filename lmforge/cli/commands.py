@@ -261,6 +261,15 @@ def export_model(model_dir: str, fmt: str, out: str) -> Path:
     return path
 
 
+def average(model_dirs: list[str], out: str, weights: list[float] | None = None) -> Path:
+    """Write the weight average of ``model_dirs`` to ``out`` (lmforge.training.average)."""
+    from ..training.average import average_model_dirs
+
+    path = average_model_dirs(model_dirs, out, weights)
+    _print(f"averaged {len(model_dirs)} models -> {path}")
+    return path
+
+
 def dump_json(obj, path: str | None) -> None:
     if path:
         Path(path).write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")

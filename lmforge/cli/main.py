@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM)")
     ex.add_argument("--out", required=True, help="directory to write")
 
+    av = sub.add_parser("average", help="average the weights of model directories (checkpoint "
+                        "averaging, model soups) into a new one")
+    av.add_argument("model_dirs", nargs="+", help="two or more model directories of one architecture")
+    av.add_argument("--out", required=True, help="model directory to write")
+    av.add_argument("--weights", type=float, nargs="+", help="one weight per directory (default equal)")
+
     add_encoder_parsers(sub)  # classify, embed
     add_translate_parser(sub)
     add_chat_parser(sub)
@@ -152,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             c.import_model(args.src, args.out, args.dtype)
         elif args.command == "export":
             c.export_model(args.model_dir, args.format, args.out)
+        elif args.command == "average":
+            c.average(args.model_dirs, args.out, args.weights)
         elif args.command == "translate":
             run_translate(args)
         elif args.command == "chat":

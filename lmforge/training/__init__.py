@@ -1,5 +1,6 @@
 """The training engine: configs, optimiser and schedule, checkpoints, metrics, the loop."""
 
+from .average import average_model_dirs
 from .config import DataConfig, RunConfig, TokenizerConfig, TrainConfig
 from .early_stopping import EarlyStopping
 from .classify_config import ClassifyConfig
@@ -8,4 +9,5 @@ from .presets import PRESETS
 from .trainer import Trainer, TrainResult
 
 __all__ = ["DataConfig", "EarlyStopping", "ClassifyConfig", "PRESETS", "RunConfig",
-           "TokenizerConfig", "TrainConfig", "TrainResult", "Trainer", "lr_at", "make_optimizer"]
+           "TokenizerConfig", "TrainConfig", "TrainResult", "Trainer", "average_model_dirs",
+           "lr_at", "make_optimizer"]
