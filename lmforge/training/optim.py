@@ -9,9 +9,9 @@ import re
 import torch
 from torch import nn
 
-
 EMBEDDING_MODULES = frozenset({"embed", "pos", "token_type", "embed_norm"})
 """Module names of the input embeddings (below the first block) in lmforge's backbones."""
+_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.")  # ...layers.<i>. : block i
 
 
 def layer_depths(model: nn.Module) -> dict[str, int]:
@@ -29,9 +29,6 @@ def layer_depths(model: nn.Module) -> dict[str, int]:
         else:
             depths[n] = 0 if EMBEDDING_MODULES & set(n.split(".")[:-1]) else top
     return depths
-
-
-_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.99),
