@@ -73,6 +73,19 @@ SST2_TRAIN = 6920
 """Sentences in stsa.binary.train."""
 
 
+def add_sst2_args(ap, out: str) -> None:
+    """The command-line options :func:`sst2_overrides` reads (and --minilm), shared by the SST-2
+    fine-tuning benchmarks; ``out`` is the default output folder."""
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-len", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=0, help="train on N random training sentences")
+    ap.add_argument("--eval-limit", type=int, default=0, help="score N random dev/test sentences")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--minilm", default="runs/minilm", help="where the imported MiniLM is kept")
+    ap.add_argument("--progress", action="store_true")
+
+
 def sst2_overrides(mode: str, args, init: Path, epochs: float) -> list[str]:
     """The ``--set`` overrides every SST-2 fine-tuning benchmark shares: data, length, epochs,
     batch, a linear schedule with dev evaluations twice an epoch, 6% warmup. ``args`` has

@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from bench.encoder_common import SST2_TRAIN as N_TRAIN  # noqa: E402
-from bench.encoder_common import classify_run, fmt_s, minilm_dir, sst2_overrides  # noqa: E402
+from bench.encoder_common import (add_sst2_args, classify_run, fmt_s, minilm_dir,  # noqa: E402
+                                   sst2_overrides)
 
 FULL_REFERENCE = {"test_accuracy": 0.897, "wall": "8.2 min", "epochs": 4, "lr": 1e-4,
                   "source": "bench/sst2_minilm.py --modes full (commit 4f97b1b)"}
@@ -55,14 +56,7 @@ def main() -> None:
                     "*.attn.o_proj,*.ff.up_proj,*.ff.down_proj")
     ap.add_argument("--full-epochs", type=float, default=4.0)
     ap.add_argument("--full-lr", type=float, default=1e-4)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-len", type=int, default=64)
-    ap.add_argument("--limit", type=int, default=0, help="train on N random training sentences")
-    ap.add_argument("--eval-limit", type=int, default=0, help="score N random dev/test sentences")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default="runs/bench-sst2-lora")
-    ap.add_argument("--minilm", default="runs/minilm", help="where the imported MiniLM is kept")
-    ap.add_argument("--progress", action="store_true")
+    add_sst2_args(ap, "runs/bench-sst2-lora")
     args = ap.parse_args()
     init = minilm_dir(args.minilm)
     rows, n_params = [], None

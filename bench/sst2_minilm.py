@@ -22,7 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from bench.encoder_common import SST2_TRAIN as N_TRAIN  # noqa: E402
-from bench.encoder_common import classify_run, fmt_s, minilm_dir, sst2_overrides  # noqa: E402
+from bench.encoder_common import (add_sst2_args, classify_run, fmt_s, minilm_dir,  # noqa: E402
+                                   sst2_overrides)
 
 
 
@@ -44,15 +45,8 @@ def main() -> None:
     ap.add_argument("--layer-decay", type=float, default=1.0, help="train.layer_decay (full)")
     ap.add_argument("--pooling", default="auto", help="classify.pooling (full): auto, cls, mean")
     ap.add_argument("--head-lr", type=float, default=3e-3)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-len", type=int, default=64)
-    ap.add_argument("--limit", type=int, default=0, help="train on N random training sentences")
-    ap.add_argument("--eval-limit", type=int, default=0, help="score N random dev/test sentences")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default="runs/bench-sst2")
-    ap.add_argument("--minilm", default="runs/minilm", help="where the imported MiniLM is kept")
     ap.add_argument("--device", default="auto", help="train.device (cpu, cuda, auto)")
-    ap.add_argument("--progress", action="store_true")
+    add_sst2_args(ap, "runs/bench-sst2")
     args = ap.parse_args()
     init = minilm_dir(args.minilm)
     rows = []

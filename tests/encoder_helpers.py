@@ -67,3 +67,20 @@ def sst_file(split: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present")
     return path
+
+
+def write_tiny_mlm_dir(out: Path, train_csv: Path) -> Path:
+    """A (randomly initialised) masked-LM encoder directory, as `lmforge train` writes, with a
+    WordPiece tokenizer trained on ``train_csv``."""
+    import torch
+
+    from lmforge.io import save_model_dir
+    from lmforge.models import MaskedLM, ModelConfig
+    from lmforge.tokenizers import train_tokenizer
+
+    tok = train_tokenizer([train_csv], kind="wordpiece", vocab_size=200)
+    torch.manual_seed(0)
+    model = MaskedLM(ModelConfig(arch="encoder", vocab_size=tok.get_vocab_size(), d_model=32,
+                                 n_layer=1, n_head=2, context_length=32, type_vocab_size=2,
+                                 embed_norm=True, prenorm=False, dropout=0.1))
+    return save_model_dir(out, model, tok, {"task": "masked-lm+nsp"})

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from encoder_helpers import synthetic_rows, tiny_classify_overrides, write_csv
+from encoder_helpers import (synthetic_rows, tiny_classify_overrides, write_csv,
+                             write_tiny_mlm_dir)
 from safetensors.torch import load_file
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.inference import Classifier
-from lmforge.io import load_model_dir, save_model_dir
-from lmforge.models import MaskedLM, ModelConfig, SequenceClassifier
+from lmforge.io import load_model_dir
+from lmforge.models import SequenceClassifier
 from lmforge.tasks import train_task
-from lmforge.tokenizers import train_tokenizer
 from lmforge.training import RunConfig
 
 
@@ -93,13 +93,7 @@ def test_resume_is_exact(tmp_path, data, trained):
 @pytest.fixture(scope="module")
 def mlm_dir(tmp_path_factory, data) -> Path:
     """A (randomly initialised) masked-LM encoder directory, as `lmforge train` writes."""
-    d = tmp_path_factory.mktemp("mlm")
-    tok = train_tokenizer([data / "train.csv"], kind="wordpiece", vocab_size=200)
-    torch.manual_seed(0)
-    model = MaskedLM(ModelConfig(arch="encoder", vocab_size=tok.get_vocab_size(), d_model=32,
-                                 n_layer=1, n_head=2, context_length=32, type_vocab_size=2,
-                                 embed_norm=True, prenorm=False, dropout=0.1))
-    return save_model_dir(d / "mlm", model, tok, {"task": "masked-lm+nsp"})
+    return write_tiny_mlm_dir(tmp_path_factory.mktemp("mlm") / "mlm", data / "train.csv")
 
 
 def test_head_only_from_an_mlm_encoder_keeps_it_bit_identical(tmp_path, data, mlm_dir):

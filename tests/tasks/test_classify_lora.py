@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from encoder_helpers import synthetic_rows, tiny_classify_overrides, write_csv
+from encoder_helpers import (synthetic_rows, tiny_classify_overrides, write_csv,
+                             write_tiny_mlm_dir)
 from safetensors.torch import load_file
 
 from lmforge.errors import ConfigError
 from lmforge.finetune import load_adapter, lora_layers
 from lmforge.inference import Classifier
-from lmforge.io import load_model_dir, save_model_dir
-from lmforge.models import MaskedLM, ModelConfig, SequenceClassifier
+from lmforge.io import load_model_dir
+from lmforge.models import SequenceClassifier
 from lmforge.tasks import train_task
 from lmforge.tasks.classify import init_classifier
-from lmforge.tokenizers import train_tokenizer
 from lmforge.training import RunConfig
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint
 
@@ -130,13 +130,7 @@ def test_checkpoints_hold_adapters_and_head_and_resume_exactly(tmp_path, data, l
 
 @pytest.fixture(scope="module")
 def mlm_dir(tmp_path_factory, data) -> Path:
-    d = tmp_path_factory.mktemp("mlm")
-    tok = train_tokenizer([data / "train.csv"], kind="wordpiece", vocab_size=200)
-    torch.manual_seed(0)
-    model = MaskedLM(ModelConfig(arch="encoder", vocab_size=tok.get_vocab_size(), d_model=32,
-                                 n_layer=1, n_head=2, context_length=32, type_vocab_size=2,
-                                 embed_norm=True, prenorm=False, dropout=0.1))
-    return save_model_dir(d / "mlm", model, tok, {"task": "masked-lm+nsp"})
+    return write_tiny_mlm_dir(tmp_path_factory.mktemp("mlm") / "mlm", data / "train.csv")
 
 
 def test_qlora_from_a_pretrained_encoder_and_the_adapter_on_its_base(tmp_path, data, mlm_dir):
