@@ -44,7 +44,7 @@ def main() -> None:
     corpus.write_text("\n\n".join(texts), encoding="utf-8")  # a blank line ends a document
 
     from lmforge.tasks import train_task
-    from lmforge.training import RunConfig
+    from lmforge.tasks import RunConfig
 
     cfg = RunConfig.load(None, [
         f'out_dir="{out / "model"}"', f"seed={args.seed}", f'data.path="{corpus}"',

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from bench.smollm2_common import QUESTION, model_dir  # noqa: E402
 from lmforge.inference import ChatSession, GenerationConfig  # noqa: E402
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 
 MESSAGES = [QUESTION, "And what is it famous for?", "Name one museum there.",
             "How old is it?", "Thank you!"]

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from bench.encoder_common import SST, classify_run, fmt_s, minilm_dir, timed  # noqa: E402
 from lmforge.data.labeled import read_labeled  # noqa: E402
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 from lmforge.tasks.embed import cluster_embeddings, cluster_metrics, embed_texts  # noqa: E402
 
 

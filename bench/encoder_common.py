@@ -30,7 +30,7 @@ def minilm_source() -> Path:
 
 def minilm_dir(out: str | Path = "runs/minilm") -> Path:
     """The lmforge model directory of all-MiniLM-L6-v2 (imported once, then reused)."""
-    from lmforge.interop.hf_bert import import_bert_dir
+    from lmforge.interop.hf.bert import import_bert_dir
 
     out = Path(out)
     if not (out / "model.safetensors").is_file():
@@ -61,7 +61,7 @@ def fmt_s(s: float) -> str:
 def classify_run(overrides: list[str]):
     """Fine-tune with ``task = "classify"``; returns (TrainRun, Timer)."""
     from lmforge.tasks import train_task
-    from lmforge.training import RunConfig
+    from lmforge.tasks import RunConfig
 
     cfg = RunConfig.load(None, ['task="classify"'] + overrides)
     with timed() as t:

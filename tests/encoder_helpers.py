@@ -74,7 +74,7 @@ def write_tiny_mlm_dir(out: Path, train_csv: Path) -> Path:
     WordPiece tokenizer trained on ``train_csv``."""
     import torch
 
-    from lmforge.io import save_model_dir
+    from lmforge.modeldir import save_model_dir
     from lmforge.models import MaskedLM, ModelConfig
     from lmforge.tokenizers import train_tokenizer
 

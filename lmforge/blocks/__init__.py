@@ -1,6 +1,8 @@
 """Transformer building blocks, each a small module of its own."""
 
-from .attention import BACKENDS, MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from .attention_backends import (ATTENTION_BACKENDS, AttentionOptions, attention_forward,
+                                 register_attention)
 from .block import TransformerBlock
 from .embedding import TokenEmbedding
 from .feedforward import ACTIVATIONS, FeedForward
@@ -12,9 +14,10 @@ from .positions import (POSITIONAL, ROPE_SCALING, LearnedPositions, RotaryEmbedd
 from .unpad import MIN_PADDING, Unpadded
 
 __all__ = [
-    "ACTIVATIONS", "BACKENDS", "MIN_PADDING", "POSITIONAL", "ROPE_SCALING", "FeedForward",
+    "ACTIVATIONS", "ATTENTION_BACKENDS", "AttentionOptions", "MIN_PADDING", "POSITIONAL",
+    "ROPE_SCALING", "FeedForward",
     "KVCache", "LayerNorm", "LearnedPositions", "MultiHeadAttention", "RMSNorm", "RotaryEmbedding",
     "SinusoidalPositions", "TokenEmbedding", "TransformerBlock", "Unpadded", "alibi_bias",
-    "alibi_slopes", "causal_mask",
+    "alibi_slopes", "attention_forward", "causal_mask", "register_attention",
     "make_norm", "rope_inv_freq", "scaled_dot_product_attention", "sinusoidal_table",
 ]

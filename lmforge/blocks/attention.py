@@ -1,41 +1,23 @@
-"""Scaled dot-product attention and multi-head attention (MHA / GQA / MQA, self and cross).
-
-Two backends compute softmax(Q Kᵀ / sqrt(d) + bias) V:
-  * ``fused``    – ``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient
-                   kernels where the device has them); cannot return the weights.
-  * ``explicit`` – the formula written out; returns the attention weights (for plots).
+"""Multi-head attention (MHA / GQA / MQA, self and cross): projections, heads, RoPE, the KV
+cache; the attention itself is a backend looked up by name (``attention_backends``: ``auto``,
+``fused``, ``explicit``, ``sliding_window``, and any registered later).
 Masks are boolean with True = "may attend", broadcastable to (B, H, Tq, Tk).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention_backends import AttentionOptions, attention_forward, causal_mask, get_backend
 from .kv_cache import KVCache
 from .positions import RotaryEmbedding
 from .unpad import Unpadded
 
-BACKENDS = ("fused", "explicit")
+__all__ = ["MultiHeadAttention", "causal_mask", "scaled_dot_product_attention"]
 
-
-def _merge_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype):
-    """Fold a boolean mask into an additive float bias (0 / -inf)."""
-    if bias is None:
-        return mask
-    bias = bias.to(dtype)
-    if mask is not None:
-        bias = bias.masked_fill(~mask, float("-inf"))
-    return bias
-
-
-def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
-    """Query i (the last q_len of k_len positions) may see keys 0..k_len-q_len+i.  # (Tq, Tk)"""
-    offset = k_len - q_len
-    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=offset)
+_PLAIN = AttentionOptions()  # cross-attention: no window, no offset
 
 
 def scaled_dot_product_attention(
@@ -46,51 +28,14 @@ def scaled_dot_product_attention(
     bias: torch.Tensor | None = None,  # float, added to scores, broadcast to (B, H, Tq, Tk)
     is_causal: bool = False,
     dropout_p: float = 0.0,
-    backend: str = "fused",
+    backend: str = "auto",
     need_weights: bool = False,
+    options: AttentionOptions = AttentionOptions(),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Returns (output (B, H, Tq, D), weights (B, H, Tq, Tk) or None)."""
-    Tq, Tk = q.shape[-2], k.shape[-2]
-    if backend == "fused" and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) \
-            and torch.is_grad_enabled():
-        # measured: in bf16 training on CPU, torch's flash kernel (forward + backward) is
-        # slower than the plain formula (bench/train_throughput.py); for inference the fused
-        # kernel is faster (bench/encoder_throughput.py), so only training switches
-        backend = "explicit"
-    if backend == "fused" and Tq == 1 and q.device.type == "cpu" and q.shape[0] * q.shape[1] >= 32:
-        # measured: with one query per row (batched decoding, beam search) the plain formula is
-        # 1.5-2x faster than torch's CPU flash kernel; for a single row they are even
-        backend = "explicit"
-    if is_causal and Tq > 1:
-        if mask is None and bias is None and backend == "fused" and not need_weights and Tq == Tk:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
-                                                  enable_gqa=k.shape[1] != q.shape[1]), None
-        cm = causal_mask(Tq, Tk, q.device)
-        mask = cm if mask is None else mask & cm
-    if mask is not None:
-        # a query that may attend to nothing (a padding position) attends to everything
-        # instead: its output is ignored, and this keeps softmax free of NaN
-        mask = mask | ~mask.any(-1, keepdim=True)
-    gqa = k.shape[1] != q.shape[1]  # grouped-query: each K/V head serves H / Hkv queries
-    if backend == "fused" and not need_weights:
-        attn_mask = _merge_mask(mask, bias, q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              enable_gqa=gqa), None
-    if gqa:
-        rep = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)
-        v = v.repeat_interleave(rep, dim=1)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
-    if bias is not None:
-        scores = scores + bias.to(scores.dtype)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), -1).to(q.dtype)
-    if dropout_p > 0:
-        weights = F.dropout(weights, dropout_p)
-    return weights @ v, weights
+    """Returns (output (B, H, Tq, D), weights (B, H, Tq, Tk) or None), computed by the
+    registered backend ``backend`` (see :func:`~.attention_backends.attention_forward`)."""
+    return attention_forward(backend, q, k, v, mask=mask, bias=bias, is_causal=is_causal,
+                             dropout_p=dropout_p, need_weights=need_weights, options=options)
 
 
 class MultiHeadAttention(nn.Module):
@@ -102,8 +47,8 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, bias: bool = True,
-                 rope: RotaryEmbedding | None = None, backend: str = "fused", dropout: float = 0.0,
-                 head_dim: int | None = None):
+                 rope: RotaryEmbedding | None = None, backend: str = "auto", dropout: float = 0.0,
+                 head_dim: int | None = None, options: AttentionOptions | None = None):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
@@ -115,7 +60,10 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
         self.rope = rope
+        get_backend(backend)  # an unknown name fails here, with the registered ones
         self.backend = backend
+        """Name of the attention backend (``ATTENTION_BACKENDS``), looked up at each call."""
+        self.options = options or AttentionOptions()
         self.dropout = dropout
 
     def _fusable(self) -> bool:
@@ -181,10 +129,10 @@ class MultiHeadAttention(nn.Module):
             k, v = k.contiguous(), v.contiguous()  # read at every step: lay them out once
             cache.set_static(layer, k, v)
         need = attn_out is not None
-        y, w = scaled_dot_product_attention(
-            q, k, v, mask=mask, bias=bias, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            backend="explicit" if need else self.backend, need_weights=need,
+        y, w = attention_forward(  # (B, H, T, D), (B, H, T, S) or None
+            self.backend, q, k, v, mask=mask, bias=bias, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0, need_weights=need,
+            options=self.options if context is None else _PLAIN,
         )
         if need:
             attn_out.append(w.detach())

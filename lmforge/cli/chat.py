@@ -7,8 +7,14 @@ dropped to fit the context) go to stderr.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import TextIO
+
+from ..finetune import load_with_adapter
+from ..inference import ChatSession, GenerationConfig
+from ..modeldir import load_model_dir
+from .registry import Command
 
 HELP = "/reset clears the conversation, /exit quits"
 
@@ -32,12 +38,10 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
     the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation).
     ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled)."""
-    from ..inference import ChatSession, GenerationConfig
-    from ..io import load_model_dir
-
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin is sys.stdin and stdin.isatty()
-    lm = load_model_dir(model_dir, device=device, dtype=dtype, adapter=adapter)
+    lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
+          load_model_dir(model_dir, device=device, dtype=dtype))
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                            top_p=top_p, seed=seed)
     session = ChatSession.from_loaded(lm, system=system, gen=gen, reuse_cache=reuse_cache,
@@ -67,27 +71,28 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
     return session
 
 
-def add_chat_parser(sub) -> None:
-    """The ``chat`` subcommand's arguments (called by ``lmforge.cli.main``)."""
-    ch = sub.add_parser("chat", help="talk with a chat model (e.g. an imported SmolLM2), the "
-                        "reply streamed as it is generated")
-    ch.add_argument("model_dir")
-    ch.add_argument("--system", help="system message (default: the chat template's own, if any)")
-    ch.add_argument("--max-new-tokens", type=int, default=512, help="longest reply, in tokens")
-    ch.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    ch.add_argument("--top-p", type=float, default=0.9)
-    ch.add_argument("--top-k", type=int, default=0)
-    ch.add_argument("--seed", type=int)
-    ch.add_argument("--device", default="cpu")
-    ch.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    ch.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
-    ch.add_argument("--no-reuse-cache", dest="reuse_cache", action="store_false",
-                    help="prefill the whole conversation every turn instead of keeping the KV "
-                    "cache between turns (slower; for comparison)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--system", help="system message (default: the chat template's own, if any)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="longest reply, in tokens")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
+    p.add_argument("--no-reuse-cache", dest="reuse_cache", action="store_false",
+                   help="prefill the whole conversation every turn instead of keeping the KV "
+                   "cache between turns (slower; for comparison)")
 
 
-def run_chat(args) -> None:
+def run(args: argparse.Namespace) -> None:
     chat(args.model_dir, system=args.system, max_new_tokens=args.max_new_tokens,
          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
          device=args.device, dtype=args.dtype, adapter=args.adapter,
          reuse_cache=args.reuse_cache)
+
+
+COMMANDS = [Command("chat", "talk with a chat model (e.g. an imported SmolLM2), the reply "
+                    "streamed as it is generated", add_arguments, run)]

@@ -5,7 +5,7 @@ from .builtin import describe_stdlib_corpus, stdlib_corpus_files
 from .encode import EncodedTexts, encode_texts, truncate
 from .labeled import LabeledData, LabelVocab, read_labeled
 from .pairs import SentencePairs, SpecialIds, pack_pair, split_sentences
-from .sources import Document, count_chars_bytes, list_files, read_documents, read_text_file
+from ..files.text import Document, count_chars_bytes, list_files, read_documents, read_text_file
 from .tokenized import TokenSplits, build_token_splits, encode_stream, token_dtype
 
 __all__ = [
@@ -37,15 +37,8 @@ __all__ = [
     "truncate",
 ]
 
-from .parallel import (  # noqa: E402  (machine translation: sentence pairs)
-    FilterReport,
-    ParallelCorpus,
-    TokenBatches,
-    collate,
-    filter_pairs,
-    language_files,
-    read_parallel,
-)
+from .parallel import ParallelCorpus, language_files, read_parallel  # noqa: E402  (translation)
+from .pair_batches import FilterReport, TokenBatches, collate, filter_pairs  # noqa: E402
 
 __all__ += [
     "FilterReport",
@@ -55,4 +48,34 @@ __all__ += [
     "filter_pairs",
     "language_files",
     "read_parallel",
+]
+
+from .chat import (  # noqa: E402  (instruction tuning: chat / prompt-response data)
+    CHATML_TOKENS,
+    ChatTemplate,
+    SFTData,
+    SFTExample,
+    builtin_instructions_path,
+    collate_sft,
+    encode_conversation,
+    load_sft_data,
+    pack_examples,
+    read_sft_jsonl,
+    sft_batch_indices,
+    sft_batches,
+)
+
+__all__ += [
+    "CHATML_TOKENS",
+    "ChatTemplate",
+    "SFTData",
+    "SFTExample",
+    "builtin_instructions_path",
+    "collate_sft",
+    "encode_conversation",
+    "load_sft_data",
+    "pack_examples",
+    "read_sft_jsonl",
+    "sft_batch_indices",
+    "sft_batches",
 ]

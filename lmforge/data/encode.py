@@ -16,12 +16,13 @@ and each text is then cut with the strategy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..tokenizers.special import require_tokens
 
 Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "tail", "head+tail")
@@ -62,19 +63,20 @@ def pair_budgets(la: int, lb: int, budget: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class EncoderSpecials:
+    """The ids of an encoder's special tokens, looked up by name in a tokenizer."""
+
     cls: int
     sep: int
     pad: int
 
-    @classmethod
-    def from_tokenizer(cls, tokenizer) -> "EncoderSpecials":
-        from ..tokenizers.train import require_tokens  # (lmforge.tokenizers reads data)
+    TOKENS: ClassVar[dict[str, str]] = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]"}
+    WHY: ClassVar[str] = ("encoder classifiers read [CLS] text [SEP] (padded with [PAD]): use a "
+                          "BERT/WordPiece tokenizer (tokenizer.kind = \"wordpiece\")")
 
-        ids = require_tokens(
-            tokenizer, {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]"},
-            "encoder classifiers read [CLS] text [SEP] (padded with [PAD]): use a BERT/WordPiece "
-            "tokenizer (tokenizer.kind = \"wordpiece\")")
-        return cls(**ids)
+    @classmethod
+    def from_tokenizer(cls, tokenizer):
+        """The ids, or a TokenizerError naming the missing tokens and why they are needed."""
+        return cls(**require_tokens(tokenizer, cls.TOKENS, cls.WHY))
 
 
 @dataclass

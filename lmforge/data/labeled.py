@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .sources import _inner_suffix, read_text_file
+from ..files.text import _inner_suffix, jsonl_objects, read_text_file
 
 Format = Literal["auto", "csv", "tsv", "jsonl", "text", "label-text"]
 FORMATS: tuple[str, ...] = ("auto", "csv", "tsv", "jsonl", "text", "label-text")
@@ -124,17 +123,8 @@ def _records(path: Path, fmt: str, columns: list[str]) -> Iterator[tuple[int, di
     ``columns`` exist (CSV/TSV: in the header; JSONL: in every record)."""
     text = read_text_file(path)
     if fmt == "jsonl":
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: row {lineno}: not valid JSON ({e.msg} at column "
-                                f"{e.colno}); each line must be one JSON object") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}: row {lineno}: expected a JSON object, got "
-                                f"{type(rec).__name__}")
+        example = "{" + ", ".join(f'"{c}": ...' for c in columns) + "}"
+        for lineno, rec in jsonl_objects(path, example, text.split("\n"), "{path}: row {lineno}"):
             for col in columns:
                 if col not in rec:
                     found = ", ".join(repr(k) for k in list(rec)[:20]) or "none"

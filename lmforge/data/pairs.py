@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from .encode import EncoderSpecials
 
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -41,21 +42,14 @@ def split_sentences(text: str) -> list[list[str]]:
 
 
 @dataclass(frozen=True)
-class SpecialIds:
-    cls: int
-    sep: int
-    pad: int
+class SpecialIds(EncoderSpecials):
+    """An encoder's special ids with [MASK], for masked-LM / NSP pre-training."""
+
     mask: int
 
-    @classmethod
-    def from_tokenizer(cls, tokenizer) -> "SpecialIds":
-        from ..tokenizers.train import require_tokens  # (lmforge.tokenizers reads data)
-
-        ids = require_tokens(
-            tokenizer, {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "mask": "[MASK]"},
-            "masked-LM / NSP training needs them: train a WordPiece tokenizer (tokenizer.kind = "
-            "\"wordpiece\") or use a BERT tokenizer.json")
-        return cls(**ids)
+    TOKENS: ClassVar[dict[str, str]] = {**EncoderSpecials.TOKENS, "mask": "[MASK]"}
+    WHY: ClassVar[str] = ("masked-LM / NSP training needs them: train a WordPiece tokenizer "
+                          "(tokenizer.kind = \"wordpiece\") or use a BERT tokenizer.json")
 
     @property
     def never_masked(self) -> list[int]:

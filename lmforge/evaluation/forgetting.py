@@ -18,14 +18,14 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import DataError
+from ..files.text import read_documents
+from ..tokenizers.special import eos_token_id
 from .perplexity import PerplexityResult, text_perplexity
 
 
 def read_text(paths, max_chars: int = 0, text_field: str = "text") -> str:
     """The documents of ``paths`` (files, directories, JSONL) joined by blank lines, as
     ``lmforge eval --data`` reads them; only the first ``max_chars`` characters (0 = all)."""
-    from ..data import read_documents
-
     text = "\n\n".join(d.text for d in read_documents(paths, text_field=text_field))
     return text[:max_chars] if max_chars else text
 
@@ -34,8 +34,6 @@ def general_perplexity(model: nn.Module, tokenizer, text: str, *, stride: int | 
                        batch_size: int = 8, context: int | None = None) -> PerplexityResult:
     """``text``'s perplexity under ``model``, as ``lmforge eval`` computes it (the first token
     is predicted from the tokenizer's ``<|endoftext|>``/``[SEP]`` when it has one)."""
-    from ..tokenizers import eos_token_id
-
     return text_perplexity(model, tokenizer, text, stride=stride, batch_size=batch_size,
                            bos_id=eos_token_id(tokenizer), context=context)
 

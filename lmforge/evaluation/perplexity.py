@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
+from ..tokenizers.special import IGNORE_INDEX
 
 
 @dataclass
@@ -74,15 +75,15 @@ def perplexity(model: nn.Module, ids: list[int], *, n_chars: int, n_bytes: int,
         group = spans[i:i + batch_size]
         width = max(e - s for s, e, _ in group)
         x = torch.zeros(len(group), width, dtype=torch.long)
-        y = torch.full((len(group), width), -100, dtype=torch.long)
+        y = torch.full((len(group), width), IGNORE_INDEX, dtype=torch.long)
         for row, (s, e, n_new) in enumerate(group):
             x[row, : e - s] = data[s:e]
             y[row, e - s - n_new: e - s] = data[s + 1 + (e - s - n_new): e + 1]
         logits = model(x.to(device)).float()  # (b, T, V)
-        nll = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), ignore_index=-100,
+        nll = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), ignore_index=IGNORE_INDEX,
                               reduction="sum")
         total_nll += float(nll)
-        total_n += int((y != -100).sum())
+        total_n += int((y != IGNORE_INDEX).sum())
     model.train(was_training)
     loss = total_nll / total_n
     return PerplexityResult(

@@ -20,23 +20,16 @@ Typical use::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
-from ..io.atomic import atomic_write, atomic_write_text
+from ..config import FieldError
+from ..errors import ConfigError
 from ..models.transformer import count_params
 from ._modules import (check_not_tied, compile_patterns, generalise, select, set_submodule,
                        tied_parameter_names)
@@ -54,35 +47,39 @@ ALL_LINEAR: tuple[str, ...] = ("*attn.*_proj", "*.ff.*_proj")
 
 @dataclass
 class LoRAConfig:
+    """The adapters: the ``[sft.lora]`` and ``[classify.lora]`` tables of a run config, and
+    the argument of :func:`inject_lora`. Validated once, here (a bad value is a ConfigError
+    naming the field: ``LoRAConfig.rank: ...`` in Python, ``sft.lora.rank: ...`` in a config)."""
+
     rank: int = 8
     """r: the inner dimension of the update B A (trainable params per layer: r * (in + out))."""
     alpha: float = 16.0
     """The update is scaled by alpha / rank, so changing the rank needs no new learning rate."""
     dropout: float = 0.0
     """Dropout on the adapter's input (training only); the base path sees no dropout."""
-    targets: tuple[str, ...] = ATTENTION_QV
+    targets: list[str] | str = field(default_factory=lambda: list(ATTENTION_QV))
     """Module-name patterns of the linear layers to adapt: globs (``*.attn.q_proj``; ``*``
-    matches dots too) or ``re:<regex>`` matched against the full name. Default: the query and
-    value projections of every block. See also ``ATTENTION_ALL`` and ``ALL_LINEAR``."""
-    modules_to_save: tuple[str, ...] = ()
+    matches dots too) or ``re:<regex>`` matched against the full name (one string = one
+    pattern). Default: the query and value projections of every block. See also
+    ``ATTENTION_ALL`` and ``ALL_LINEAR``."""
+    modules_to_save: list[str] | str = field(default_factory=list)
     """Module-name patterns of whole modules that stay fully trainable and are saved with the
-    adapter (PEFT's ``modules_to_save``), e.g. ``("head",)`` for a new classifier head."""
+    adapter (PEFT's ``modules_to_save``), e.g. ``["head"]`` for a new classifier head."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.targets, str):
-            self.targets = (self.targets,)
-        self.targets = tuple(self.targets)
-        if isinstance(self.modules_to_save, str):
-            self.modules_to_save = (self.modules_to_save,)
-        self.modules_to_save = tuple(self.modules_to_save)
+        self.targets = [self.targets] if isinstance(self.targets, str) else list(self.targets)
+        self.modules_to_save = [self.modules_to_save] if isinstance(self.modules_to_save, str) \
+            else list(self.modules_to_save)
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
-            raise ConfigError(f"lora.rank must be a positive integer, got {self.rank!r}")
-        if not self.alpha > 0:
-            raise ConfigError(f"lora.alpha must be positive, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+            raise FieldError(self, "rank", f"must be a positive integer, got {self.rank!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
+                or not self.alpha > 0:
+            raise FieldError(self, "alpha", f"must be a positive number, got {self.alpha!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise FieldError(self, "dropout", f"must be in [0, 1), got {self.dropout!r}")
         if not self.targets:
-            raise ConfigError("lora.targets: give at least one module-name pattern")
+            raise FieldError(self, "targets", "give at least one module-name pattern, e.g. "
+                             '["*.attn.q_proj", "*.attn.v_proj"]')
 
     @property
     def scaling(self) -> float:
@@ -280,14 +277,14 @@ def saved_module_state(model: nn.Module, names: Sequence[str] | None = None) -> 
 
 
 def _inject(model: nn.Module, names: Sequence[str], rank: int, alpha: float, dropout: float,
-            targets: Sequence[str]) -> None:
+            targets: Sequence[str], where: str = "lora") -> None:
     for name in names:
         base = model.get_submodule(name)
         if rank > min(base.in_features, base.out_features):
             raise ConfigError(
-                f"lora.rank = {rank} is larger than min(in, out) = "
+                f"{where}.rank = {rank} is larger than min(in, out) = "
                 f"{min(base.in_features, base.out_features)} of {name} ({base.in_features} -> "
-                f"{base.out_features}); a rank that large is no longer low-rank: lower lora.rank")
+                f"{base.out_features}); a rank that large is no longer low-rank: lower {where}.rank")
     model.requires_grad_(False)
     for name in names:
         layer = LoRALinear(model.get_submodule(name), rank, alpha, dropout)
@@ -295,7 +292,8 @@ def _inject(model: nn.Module, names: Sequence[str], rank: int, alpha: float, dro
         set_submodule(model, name, layer)
 
 
-def inject_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> LoRAReport:
+def inject_lora(model: nn.Module, cfg: LoRAConfig | None = None, *,
+                where: str = "lora") -> LoRAReport:
     """Wrap every linear layer whose name matches ``cfg.targets`` in a :class:`LoRALinear`, in
     place, and freeze every other parameter. Returns what was adapted and the trainable share.
 
@@ -303,22 +301,23 @@ def inject_lora(model: nn.Module, cfg: LoRAConfig | None = None) -> LoRAReport:
     the rank exceeds min(in, out) of a matched layer, when a matched layer's weight is tied to
     another (the output head of a tied-embedding model), or when the model already has LoRA.
     ``cfg.modules_to_save`` names whole modules (a classifier head) that stay trainable and are
-    saved with the adapter.
+    saved with the adapter. ``where`` names the config table in error messages
+    (``sft.lora`` -> ``sft.lora.targets: pattern(s) ... match no linear layer``).
     """
     cfg = cfg or LoRAConfig()
     if lora_layers(model):
         raise ConfigError("inject_lora: the model already has LoRA adapters; merge_lora(model) "
                           "them first, or load the base model again")
-    names = select(adaptable_layer_names(model), cfg.targets, "lora.targets")
-    check_not_tied(model, names, "lora.targets")
-    save = _select_modules(model, cfg.modules_to_save, "lora.modules_to_save") \
+    names = select(adaptable_layer_names(model), cfg.targets, f"{where}.targets")
+    check_not_tied(model, names, f"{where}.targets")
+    save = _select_modules(model, cfg.modules_to_save, f"{where}.modules_to_save") \
         if cfg.modules_to_save else []
     clash = [n for n in names if any(n == s or n.startswith(f"{s}.") for s in save)]
     if clash:
-        raise ConfigError(f"lora.modules_to_save: {clash[0]!r} is also matched by lora.targets; "
-                          "a module is either adapted or trained fully, not both")
-    _inject(model, names, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets)
-    _mark_saved_modules(model, save, "lora.modules_to_save")
+        raise ConfigError(f"{where}.modules_to_save: {clash[0]!r} is also matched by "
+                          f"{where}.targets; a module is either adapted or trained fully, not both")
+    _inject(model, names, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, where)
+    _mark_saved_modules(model, save, f"{where}.modules_to_save")
     return _report(model)
 
 
@@ -365,172 +364,3 @@ def merged_copy(model: nn.Module) -> nn.Module:
 
 
 # -- the base-model fingerprint ---------------------------------------------------------------
-
-def _logical_tensors(model: nn.Module, exclude: Sequence[str] = (),
-                     ) -> list[tuple[str, tuple[int, ...], torch.Tensor | None]]:
-    """(name, shape, tensor to hash or None) for every base-model tensor, with adapters left
-    out and LoRA / NF4 wrappers mapped back to the plain layer's names. Only tensors that
-    neither LoRA nor quantisation ever change (embeddings, norms, ...) are hashed by value,
-    and none inside the modules ``exclude`` (the modules trained with the adapter)."""
-    out, seen = [], set()
-    loras = lora_layers(model)
-    for mod_name, m in model.named_modules():
-        if isinstance(m, LoRALinear):
-            continue
-        logical = mod_name[: -len(".base")] if mod_name.endswith(".base") and \
-            mod_name[: -len(".base")] in loras else mod_name
-        prefix = f"{logical}." if logical else ""
-        if isinstance(m, NF4Linear):
-            out.append((f"{prefix}weight", (m.out_features, m.in_features), None))
-            if m.bias is not None:
-                out.append((f"{prefix}bias", tuple(m.bias.shape), None))
-            continue
-        for pname, p in m.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            hashed = None if isinstance(m, nn.Linear) or any(
-                logical == e or logical.startswith(f"{e}.") for e in exclude) else p
-            out.append((f"{prefix}{pname}", tuple(p.shape), hashed))
-    return sorted(out, key=lambda t: t[0])
-
-
-def base_fingerprint(model: nn.Module, exclude: Sequence[str] | None = None) -> str:
-    """sha256 over the base model's parameter names and shapes and the values (rounded to
-    bfloat16, so an fp32 and a bf16 copy agree) of the tensors that adapters and NF4 leave
-    alone. The same for the model before and after ``inject_lora`` or ``quantize_nf4``; it
-    differs between bases of another architecture or with other embeddings/norms. The values
-    inside the modules ``exclude`` (default: the model's modules to save) are not hashed."""
-    h = hashlib.sha256()
-    exclude = saved_modules(model) if exclude is None else tuple(exclude)
-    for name, shape, t in _logical_tensors(model, exclude):
-        h.update(f"{name}:{shape};".encode())
-        if t is not None:
-            bits = t.detach().to(torch.bfloat16).contiguous().view(torch.int16).cpu().numpy()
-            h.update(np.ascontiguousarray(bits).tobytes())
-    return h.hexdigest()[:16]
-
-
-# -- save / load ------------------------------------------------------------------------------
-
-def save_adapter(model: nn.Module, path: str | Path, fingerprint: str | None = None,
-                 cfg: LoRAConfig | None = None, meta: dict | None = None) -> Path:
-    """Write ``adapter_model.safetensors`` (A and B of every layer, and the tensors of the
-    modules to save) and ``adapter_config.json`` (rank, alpha, dropout, targets, layers,
-    modules_to_save, base fingerprint) to the directory ``path``. The fingerprint defaults to
-    that of ``model``'s base."""
-    layers = lora_layers(model)
-    if not layers:
-        raise ConfigError("save_adapter: the model has no LoRA adapters (call inject_lora first)")
-    first = next(iter(layers.values()))
-    if cfg is None:
-        p = first.lora_dropout.p if isinstance(first.lora_dropout, nn.Dropout) else 0.0
-        cfg = LoRAConfig(rank=first.rank, alpha=first.alpha, dropout=p,
-                         targets=first.targets or tuple(layers))
-    saved = saved_modules(model)
-    fp = fingerprint or base_fingerprint(model)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {**lora_state_dict(model), **saved_module_state(model)}
-    atomic_write(path / ADAPTER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    from .. import __version__
-
-    config = {"format": ADAPTER_FORMAT, "version": 1, **asdict(cfg), "layers": list(layers),
-              "base_fingerprint": fp, "trainable_params": sum(t.numel() for t in tensors.values()),
-              "lmforge_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              **(meta or {})}
-    config["targets"] = list(cfg.targets)
-    config["modules_to_save"] = list(saved)
-    atomic_write_text(path / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
-    return path
-
-
-def read_adapter_config(path: str | Path) -> dict:
-    f = Path(path) / ADAPTER_CONFIG
-    if not f.is_file():
-        raise CheckpointError(f"{f} is missing: {path} is not an lmforge adapter directory "
-                              f"(it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
-    try:
-        config = json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{f} is not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(config, dict) or config.get("format") != ADAPTER_FORMAT:
-        got = config.get("format") if isinstance(config, dict) else None
-        raise CheckpointError(f"{f}: format is {got!r}, expected {ADAPTER_FORMAT!r}")
-    missing = [k for k in ("rank", "alpha", "layers", "base_fingerprint") if k not in config]
-    if missing:
-        raise CheckpointError(f"{f} lacks {', '.join(missing)}; the file is incomplete")
-    return config
-
-
-def load_adapter(model: nn.Module, path: str | Path, check_base: bool = True) -> LoRAReport:
-    """Load the adapters saved in ``path`` onto ``model`` (a base model, quantised or not, or
-    one already carrying adapters on exactly the same layers), in place.
-
-    CheckpointError when the model is not the base the adapter was trained on (the two
-    fingerprints differ; ``check_base=False`` skips this), or the files are missing/corrupt.
-    """
-    path = Path(path)
-    config = read_adapter_config(path)
-    saved = [str(n) for n in config.get("modules_to_save") or []]
-    if check_base:
-        have = base_fingerprint(model, exclude=saved)
-        want = config.get("base_fingerprint")
-        if have != want:
-            raise CheckpointError(
-                f"{path}: this adapter was trained on a base model with fingerprint {want}, but "
-                f"the model given has fingerprint {have}: load the base it was trained on (pass "
-                "check_base=False to load it anyway, if the shapes fit)")
-    f = path / ADAPTER_WEIGHTS
-    if not f.is_file():
-        raise CheckpointError(f"{f} is missing; the adapter directory is incomplete")
-    try:
-        tensors = load_file(str(f))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{f} is corrupt or truncated ({e})") from None
-    layers = list(config["layers"])
-    existing = lora_layers(model)
-    if existing:
-        if sorted(existing) != sorted(layers):
-            raise CheckpointError(f"{path}: the model has adapters on other layers than the "
-                                  "saved ones; load the adapter onto the plain base model")
-    else:
-        missing = [n for n in layers if n not in set(adaptable_layer_names(model))]
-        if missing:
-            raise CheckpointError(f"{path}: the model has no linear layer(s) {missing[:5]}")
-        no_module = [n for n in saved if not _has_module(model, n)]
-        if no_module:
-            raise CheckpointError(f"{path}: the model has no module(s) {no_module[:5]} "
-                                  "(modules_to_save)")
-        _inject(model, layers, int(config["rank"]), float(config["alpha"]),
-                float(config.get("dropout", 0.0)), config.get("targets") or layers)
-        _mark_saved_modules(model, saved, f"{path}: modules_to_save")
-    own = {k: v for k, v in model.state_dict().items() if k.endswith((".lora_A", ".lora_B"))}
-    try:
-        own.update(saved_module_state(model, saved))
-    except AttributeError:
-        raise CheckpointError(f"{path}: the model has no module(s) {saved[:5]} "
-                              "(modules_to_save)") from None
-    wrong = sorted(set(own) ^ set(tensors))
-    bad_shape = [f"{k} {tuple(tensors[k].shape)} (model needs {tuple(own[k].shape)})"
-                 for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
-    if wrong or bad_shape:
-        raise CheckpointError(f"{f} does not fit the model: missing/unexpected {wrong[:5]}, "
-                              f"wrong shape {bad_shape[:5]}")
-    with torch.no_grad():
-        for name, layer in lora_layers(model).items():
-            layer.lora_A.copy_(tensors[f"{name}.lora_A"])
-            layer.lora_B.copy_(tensors[f"{name}.lora_B"])
-    for n in saved:
-        prefix = f"{n}."
-        model.get_submodule(n).load_state_dict(
-            {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    return _report(model)
-
-
-def _has_module(model: nn.Module, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-    except AttributeError:
-        return False
-    return True

@@ -30,14 +30,20 @@ small enough to own: ~150 lines, tested against a brute-force quantiser.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
+from ..files.safetensors import stream_tensors
+from ..modeldir.directory import (WEIGHTS, LoadedModel, check_vocab, load_tokenizer_file,
+                                  read_config, read_meta, skip_init)
+from ..models import build_model
 from ._modules import check_not_tied, select, set_submodule
 
 # The 16 NF4 levels, as published in the QLoRA paper (Appendix E) and used by bitsandbytes
@@ -307,18 +313,18 @@ class NF4Report:
 
 
 def quantize_nf4(model: nn.Module, patterns: Sequence[str] = DEFAULT_PATTERNS,
-                 block_size: int = BLOCK_SIZE, scale_block_size: int = SCALE_BLOCK_SIZE) -> NF4Report:
+                 block_size: int = BLOCK_SIZE, scale_block_size: int = SCALE_BLOCK_SIZE, *,
+                 where: str = "quantize_nf4") -> NF4Report:
     """Replace the ``nn.Linear`` layers whose names match ``patterns`` by :class:`NF4Linear`,
     in place. Quantise *before* injecting LoRA (``inject_lora`` then wraps the NF4 layers).
-    Every pattern must match a layer (ConfigError lists the layers there are)."""
-    from .lora import LoRALinear
-
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
-        raise ConfigError("quantize_nf4: the model already has LoRA adapters; quantise the base "
+    Every pattern must match a layer (ConfigError lists the layers there are; its message
+    begins with ``where``, e.g. the config field that asked for the quantisation)."""
+    if any(hasattr(m, "lora_A") for m in model.modules()):  # LoRALinear (lora.py builds on nf4)
+        raise ConfigError(f"{where}: the model already has LoRA adapters; quantise the base "
                           "model first, then call inject_lora")
     names = [n for n, m in model.named_modules() if type(m) is nn.Linear]
-    chosen = select(names, patterns, "quantize_nf4")
-    check_not_tied(model, chosen, "quantize_nf4")
+    chosen = select(names, patterns, where)
+    check_not_tied(model, chosen, where)
     report = NF4Report()
     for name in chosen:
         lin = model.get_submodule(name)
@@ -354,7 +360,7 @@ def _release_free_memory() -> None:
     global _TRIM
     if _TRIM is None:
         try:
-            import ctypes
+            import ctypes  # (only where glibc's malloc_trim exists)
 
             _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
@@ -366,6 +372,44 @@ def _release_free_memory() -> None:
 _TRIM = None
 
 
+def _quantize_while_reading(model, chosen: list[str], header: dict, read, f: Path,
+                           block_size: int, scale_block_size: int) -> NF4Report:
+    """Replace each ``chosen`` linear by an NF4Linear built from its weight as read from ``f``."""
+    report = NF4Report()
+    for name in chosen:
+        lin = model.get_submodule(name)
+        if f"{name}.weight" not in header:
+            raise CheckpointError(f"{f} has no tensor {name}.weight")
+        w = read(f"{name}.weight").float()  # (out, in)
+        bias = read(f"{name}.bias").float() if lin.bias is not None else None
+        q = quantize_nf4_weight(w, block_size, scale_block_size)
+        set_submodule(model, name, NF4Linear(q, bias))
+        report.layers.append(name)
+        report.params += w.numel()
+        report.bytes_before += w.numel() * 4
+        report.bytes_after += q.nbytes
+        del w, lin, bias
+        _release_free_memory()
+    return report
+
+
+def _read_the_rest(model, chosen: list[str], header: dict, read, f: Path) -> None:
+    """Every other tensor of the model (embeddings, norms, ...) read into place."""
+    own = model.state_dict()
+    done = {f"{n}.{k}" for n in chosen for k in ("weight", "bias")}
+    tied = model.tied_keys() if hasattr(model, "tied_keys") else set()
+    need = [k for k in own if k not in tied and not k.startswith(tuple(f"{n}." for n in chosen))]
+    missing = [k for k in need if k not in header]
+    unexpected = [k for k in header if k not in own and k not in done]
+    if missing or unexpected:
+        raise CheckpointError(f"{f} does not match config.json: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for k in need:
+            t = read(k)
+            own[k].copy_(t.to(own[k].dtype) if t.is_floating_point() else t)
+
+
 def load_model_dir_nf4(path, patterns: Sequence[str] = DEFAULT_PATTERNS,
                        block_size: int = BLOCK_SIZE, scale_block_size: int = SCALE_BLOCK_SIZE):
     """Load a model directory with the linear layers matching ``patterns`` quantised to NF4
@@ -373,14 +417,6 @@ def load_model_dir_nf4(path, patterns: Sequence[str] = DEFAULT_PATTERNS,
     memory (nor mapped), so QLoRA's memory is NF4 codes + the other tensors (embeddings,
     norms) in fp32. The result equals ``load_model_dir`` followed by ``quantize_nf4`` (same
     codes). Returns (LoadedModel in eval mode, NF4Report)."""
-    import time
-    from pathlib import Path
-
-    from ..errors import CheckpointError
-    from ..io.model_dir import (WEIGHTS, LoadedModel, check_vocab, load_tokenizer_file,
-                                read_config, read_meta, skip_init)
-    from ..models import build_model
-
     t0 = time.perf_counter()
     path = Path(path)
     cfg = read_config(path)
@@ -394,38 +430,11 @@ def load_model_dir_nf4(path, patterns: Sequence[str] = DEFAULT_PATTERNS,
     f = path / WEIGHTS
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
-    from ..io.model_dir import stream_tensors
-
     header, read, fh = stream_tensors(f)
-    report = NF4Report()
     try:
-        for name in chosen:
-            lin = model.get_submodule(name)
-            if f"{name}.weight" not in header:
-                raise CheckpointError(f"{f} has no tensor {name}.weight")
-            w = read(f"{name}.weight").float()  # (out, in)
-            bias = read(f"{name}.bias").float() if lin.bias is not None else None
-            q = quantize_nf4_weight(w, block_size, scale_block_size)
-            set_submodule(model, name, NF4Linear(q, bias))
-            report.layers.append(name)
-            report.params += w.numel()
-            report.bytes_before += w.numel() * 4
-            report.bytes_after += q.nbytes
-            del w, lin, bias
-            _release_free_memory()
-        own = model.state_dict()
-        done = {f"{n}.{k}" for n in chosen for k in ("weight", "bias")}
-        tied = model.tied_keys() if hasattr(model, "tied_keys") else set()
-        need = [k for k in own if k not in tied and not k.startswith(tuple(f"{n}." for n in chosen))]
-        missing = [k for k in need if k not in header]
-        unexpected = [k for k in header if k not in own and k not in done]
-        if missing or unexpected:
-            raise CheckpointError(f"{f} does not match config.json: missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]}")
-        with torch.no_grad():
-            for k in need:
-                t = read(k)
-                own[k].copy_(t.to(own[k].dtype) if t.is_floating_point() else t)
+        report = _quantize_while_reading(model, chosen, header, read, f, block_size,
+                                         scale_block_size)
+        _read_the_rest(model, chosen, header, read, f)
     finally:
         fh.close()
     model.eval()

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import GenerationError
 from .chat_template import Message, render_chat, special_token_text
 from .generate import GenerationConfig, PrefixCache, stream_ids
-from .settings import GenerationSettings, generation_settings
+from .settings import GenerationSettings, effective_sampling, generation_settings
 
 CHATML_END = "<|im_end|>"
 
@@ -58,8 +58,11 @@ class ChatSession:
 
     @classmethod
     def from_loaded(cls, lm, **kw) -> "ChatSession":
-        """A session over a :class:`lmforge.io.LoadedModel`, with the stop tokens and chat
-        template its directory records."""
+        """A session over a :class:`lmforge.modeldir.LoadedModel`, with the stop tokens and chat
+        template its directory records; without ``gen``, sampling follows the model's
+        recommended settings (:func:`lmforge.inference.settings.effective_sampling`)."""
+        if kw.get("gen") is None:
+            kw["gen"] = effective_sampling(lm.meta).apply(GenerationConfig(max_new_tokens=256))
         return cls(lm.model, lm.tokenizer, settings=generation_settings(lm.meta, lm.tokenizer),
                    **kw)
 

@@ -18,6 +18,8 @@ from torch import nn
 
 from ..data.encode import EncodedTexts, encode_texts
 from ..errors import ConfigError
+from ..modeldir import load_model_dir
+from ..modeldir.meta import ClassifierInfo, ModelMeta
 from ..models import EncoderModel, SequenceClassifier, pool
 
 
@@ -99,26 +101,24 @@ class Classifier:
     labels: list[str]
     max_len: int
     truncation: str
-    meta: dict
+    meta: ModelMeta
     path: Path | None = None
     device: str = "cpu"
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "Classifier":
-        from ..io import load_model_dir
-
         lm = load_model_dir(path, device=device)
         if not isinstance(lm.model, SequenceClassifier):
             raise ConfigError(f"{path} holds a {type(lm.model).__name__}, not a classifier; "
                               "fine-tune one with `lmforge train` and task = \"classify\"")
-        info = lm.meta.get("classifier", {})
+        info = lm.meta.classifier or ClassifierInfo()
         n = lm.config.n_classes
-        labels = [str(x) for x in info.get("labels", [])] or [str(i) for i in range(n)]
+        labels = [str(x) for x in info.labels] or [str(i) for i in range(n)]
         if len(labels) != n:
             raise ConfigError(f"{path}/meta.json lists {len(labels)} labels for a model with "
                               f"{n} classes")
-        max_len = min(int(info.get("max_len", lm.config.context_length)), lm.config.context_length)
-        return cls(lm.model, lm.tokenizer, labels, max_len, info.get("truncation", "head"),
+        max_len = min(info.max_len or lm.config.context_length, lm.config.context_length)
+        return cls(lm.model, lm.tokenizer, labels, max_len, info.truncation or "head",
                    lm.meta, lm.path, device)
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> EncodedTexts:

@@ -138,6 +138,18 @@ class PrefixCache:
 
 
 @torch.no_grad()
+def _check_prompt(idx: torch.Tensor, context: int) -> tuple[int, int]:
+    """(B, T) of a prompt batch that fits the context; a GenerationError otherwise."""
+    B, T = idx.shape
+    if T == 0:
+        raise GenerationError("the prompt is empty; give at least one token")
+    if T > context:
+        raise GenerationError(
+            f"the prompt is {T} tokens but the model's context is {context} tokens; "
+            "shorten the prompt")
+    return B, T
+
+
 def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
                     eos_id: EosIds = None,
                     cache: PrefixCache | None = None) -> Iterator[torch.Tensor]:
@@ -150,13 +162,7 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     still the whole prompt, but only the tokens after the prefix the cache already holds are
     fed, and the cache is left holding the prompt and the tokens fed back."""
     context = model.cfg.context_length
-    B, T = idx.shape
-    if T == 0:
-        raise GenerationError("the prompt is empty; give at least one token")
-    if T > context:
-        raise GenerationError(
-            f"the prompt is {T} tokens but the model's context is {context} tokens; "
-            "shorten the prompt")
+    B, T = _check_prompt(idx, context)
     eos = _eos_list(eos_id) if cfg.stop_at_eos else []
     eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
     gen = _generator(cfg.seed, idx.device)

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config import to_dict
 from ..errors import ConfigError, GenerationError
+from ..modeldir.meta import ModelMeta, Seq2SeqTokenNames, as_meta
+from ..tokenizers.special import require_tokens
 
 
 @dataclass
@@ -202,18 +205,17 @@ class Seq2SeqTokens:
     """Ends the source (appended) and the target (emitted)."""
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, meta: dict | None = None) -> "Seq2SeqTokens":
-        from ..tokenizers.train import require_tokens
-
-        names = {"pad": "<pad>", "start": "<s>", "eos": "</s>", **(meta or {}).get("seq2seq_tokens", {})}
-        ids = require_tokens(tokenizer, names, "an encoder–decoder model")
+    def from_tokenizer(cls, tokenizer, meta: ModelMeta | dict | None = None) -> "Seq2SeqTokens":
+        """The ids of meta.json's ``seq2seq_tokens`` (default ``<pad>``, ``<s>``, ``</s>``)."""
+        names = as_meta(meta).seq2seq_tokens or Seq2SeqTokenNames()
+        ids = require_tokens(tokenizer, to_dict(names), "an encoder–decoder model")
         return cls(ids["pad"], ids["start"], ids["eos"])
 
 
 class Translator:
     """Text in, text out, for a loaded encoder–decoder model (``load_model_dir``)."""
 
-    def __init__(self, model, tokenizer, meta: dict | None = None, src_tokenizer=None,
+    def __init__(self, model, tokenizer, meta: ModelMeta | dict | None = None, src_tokenizer=None,
                  long_inputs: str = "truncate"):
         if long_inputs not in ("truncate", "error"):
             raise ConfigError(f"long_inputs must be 'truncate' or 'error', got {long_inputs!r}")

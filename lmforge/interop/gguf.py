@@ -3,9 +3,10 @@
 Reads the ``llama`` architecture (llama.cpp also writes Mistral as ``llama``) and ``qwen2``,
 with tensors stored as F32, F16, BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 or the K-quants Q2_K ..
 Q6_K (dequantised to float32 by the ``gguf`` package: ``pip install gguf``), and a byte-level
-BPE tokenizer (``tokenizer.ggml.model = "gpt2"``). The end-of-generation tokens, the BOS token
-and the chat template in the metadata go to meta.json's ``generation`` entry, where
-``lmforge generate`` and ``lmforge chat`` find them.
+BPE tokenizer (``tokenizer.ggml.model = "gpt2"``). The end-of-generation tokens, the BOS token,
+the chat template and the recommended sampling settings (``general.sampling.*``, when the file
+has them) in the metadata go to meta.json's ``generation`` record, where ``lmforge generate``
+and ``lmforge chat`` find them.
 
 llama.cpp's converter permutes the rows of each head of the q and k projections of ``llama``
 models (its RoPE rotates adjacent pairs of dimensions, Hugging Face's rotates i with i + D/2);
@@ -26,6 +27,7 @@ from tokenizers import AddedToken, Tokenizer, models, processors
 
 from ..blocks import rope_inv_freq
 from ..errors import CheckpointError, ConfigError, TokenizerError
+from ..modeldir.meta import Generation, Source
 from .hf.files import byte_level_bpe
 from .huggingface import write_imported
 
@@ -55,7 +57,7 @@ _REQUIRED = object()
 
 
 def _gguf():
-    try:
+    try:  # an optional dependency: only GGUF import needs it
         import gguf
     except ImportError:
         raise ConfigError("GGUF import needs the gguf package: pip install gguf") from None
@@ -197,21 +199,37 @@ def gguf_tokenizer(meta: dict[str, Any]) -> Tokenizer:
     return tok
 
 
-def generation_settings(meta: dict[str, Any]) -> dict[str, Any]:
-    """meta.json's ``generation`` entry: the BOS id, the ids that end generation (the EOS,
-    EOT and EOM ids, and the end-of-turn tokens llama.cpp also stops at) and the chat
-    template."""
+SAMPLING_KEYS = {"temperature": ("temp", float), "top_k": ("top_k", int),
+                 "top_p": ("top_p", float), "repetition_penalty": ("penalty_repeat", float)}
+"""meta.json's ``generation`` field -> (GGUF ``general.sampling.<key>``, type)."""
+
+
+def sampling_defaults(meta: dict[str, Any]) -> dict[str, Any]:
+    """The recommended sampling settings a GGUF file records (``general.sampling.*``)."""
+    out = {}
+    for field, (key, kind) in SAMPLING_KEYS.items():
+        value = meta.get(f"general.sampling.{key}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[field] = kind(value)
+    return out
+
+
+def generation_settings(meta: dict[str, Any]) -> Generation:
+    """meta.json's ``generation`` record: the BOS id, the ids that end generation (the EOS,
+    EOT and EOM ids, and the end-of-turn tokens llama.cpp also stops at), the chat template
+    and the sampling defaults (:func:`sampling_defaults`)."""
     tokens: list[str] = meta.get("tokenizer.ggml.tokens") or []
     get = lambda key: (v if isinstance(v := meta.get(f"tokenizer.ggml.{key}"), int)  # noqa: E731
                        and 0 <= v < len(tokens) else None)
     stops = [get(k) for k in ("eos_token_id", "eot_token_id", "eom_token_id")]
     stops += [i for i, t in enumerate(tokens) if t in EOG_TOKENS]
-    out = {"bos_token_id": get("bos_token_id"),
-           "eos_token_ids": list(dict.fromkeys(i for i in stops if i is not None)),
-           "pad_token_id": get("padding_token_id"),
-           "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-           "chat_template": meta.get("tokenizer.chat_template")}
-    return {k: v for k, v in out.items() if v is not None}
+    template = meta.get("tokenizer.chat_template")
+    return Generation(bos_token_id=get("bos_token_id"),
+                      eos_token_ids=list(dict.fromkeys(i for i in stops if i is not None)),
+                      pad_token_id=get("padding_token_id"),
+                      add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+                      chat_template=template if isinstance(template, str) else None,
+                      **sampling_defaults(meta))
 
 
 def import_gguf(src: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
@@ -241,7 +259,8 @@ def import_gguf(src: str | Path, out_dir: str | Path, dtype: str | None = None) 
     ids = {f"{k}_token": meta.get(f"tokenizer.ggml.{key}_token_id")
            for k, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"))}
     specials = {k: tokens[i] for k, i in ids.items() if isinstance(i, int) and 0 <= i < len(tokens)}
-    source = {"format": "gguf", "path": str(path.resolve()), "tensor_types": types,
-              "special_tokens": specials, "name": meta.get("general.name")}
+    name = meta.get("general.name")
+    source = Source(kind="imported", format="gguf", path=str(path.resolve()), tensor_types=types,
+                    special_tokens=specials, name=name if isinstance(name, str) else None)
     return write_imported(hf, tensors, tokenizer, out_dir, dtype, source,
                           generation=generation_settings(meta))

@@ -1,7 +1,7 @@
 """Hugging Face checkpoints in and out for decoder models.
 
-    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2; BERT through
-                          lmforge.interop.hf_bert) -> lmforge model dir
+    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2, MarianMT; BERT
+                          through lmforge.interop.hf.bert) -> lmforge model dir
     export_hf(DIR, OUT)   lmforge model directory -> a directory ``transformers`` loads with
                           AutoModelForCausalLM.from_pretrained (as GPT-2 or Llama), or for an
                           encoder–decoder AutoModelForSeq2SeqLM (as MarianMT)
@@ -13,78 +13,43 @@ lives in ``lmforge.interop.hf``; this module reads, checks and writes the files.
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from tokenizers import processors
 
+from ..config import to_dict
 from ..errors import CheckpointError, ConfigError
-from ..io.atomic import atomic_write, atomic_write_text
-from ..io.model_dir import (DTYPES, check_tensors, check_vocab, load_tokenizer_file, read_config,
-                            read_meta, read_weights, write_model_dir)
+from ..files.atomic import atomic_write, atomic_write_text
+from ..modeldir.directory import (check_tensors, check_vocab, load_tokenizer_file, read_config,
+                                  read_meta, read_weights, write_model_dir)
+from ..modeldir.meta import Generation, ModelMeta, Seq2SeqTokenNames, Source
 from ..models import ModelConfig
 from ..tokenizers import eos_token_id
-from .hf import Family, family_for_config, family_for_model_type
-from ..inference.settings import GENERATION_KEY
+from ..tokenizers.special import require_tokens
+from .hf import family_for_config, family_for_model_type
+from .hf.base import cast_tensors, dtype_name, own_storage, unused_tensors
 from .hf.files import (generation_settings, read_hf_config, read_hf_tokenizer, read_hf_weights,
                        special_tokens)
 
-SOURCE_KEY = "imported_from"
-"""meta.json entry recording where an imported model came from."""
-_BUFFERS = re.compile(r"(^|\.)attn\.(bias|masked_bias)$|rotary_emb\.inv_freq$")
-"""Non-weight buffers some checkpoints carry (GPT-2's causal mask, old Llama's RoPE table)."""
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
-def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copy tensors that share memory with an earlier one (safetensors refuses shared memory)."""
-    seen: set[int] = set()
-    out = {}
-    for name, t in tensors.items():
-        ptr = t.untyped_storage().data_ptr()
-        out[name] = t.clone() if ptr in seen else t
-        seen.add(ptr)
-    return out
-
-
-def _unused(weights: dict[str, torch.Tensor], used: dict[str, torch.Tensor], family: Family,
-            cfg: ModelConfig) -> list[str]:
-    """Checkpoint tensors the conversion did not read: parts the family does not model."""
-    strip = lambda name: name.removeprefix(family.prefix)  # noqa: E731
-    read = {strip(k) for k in used} | ({"lm_head.weight"} if cfg.tie_embeddings else set())
-    return sorted(k for k in weights if strip(k) not in read and not _BUFFERS.search(k))
-
-
-def _cast(tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, torch.Tensor]:
-    if dtype is None:
-        return tensors
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    return {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
-
-
-def _dtype_name(tensors: dict[str, torch.Tensor]) -> str:
-    """The floating-point dtype most of the weights have ("float32", "bfloat16", ...)."""
-    floats = Counter(str(t.dtype).removeprefix("torch.") for t in tensors.values()
-                     if t.is_floating_point())
-    return floats.most_common(1)[0][0] if floats else "float32"
-
-
 def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_dir: str | Path,
-                   dtype: str | None, source: dict, generation: dict | None = None) -> Path:
+                   dtype: str | None, source: Source, generation: Generation | None = None) -> Path:
     """Convert an HF-style config and HF-named tensors (from a Hugging Face directory or a
     GGUF file) with the family of ``hf["model_type"]``, check them, and write the model
-    directory; ``source`` (format, path, ...) goes to meta.json's ``imported_from``,
-    ``generation`` (BOS/EOS ids, chat template) to its ``generation``."""
-    where = source["path"]
+    directory; meta.json records ``source`` (format, path, ...; the family, model_type, dtype
+    and ``hf`` are filled in) and ``generation`` (BOS/EOS ids, chat template, sampling
+    defaults; stop ids outside the vocabulary left out)."""
+    where = source.path or "the checkpoint"
     family = family_for_model_type(hf.get("model_type"), where)
     cfg = family.config_from_hf(hf)
     check_vocab(tokenizer, cfg, where)
     tensors = family.state_from_hf(weights, cfg)
-    unused = _unused(weights, family.state_to_hf(tensors, cfg), family, cfg)
+    unused = unused_tensors(weights, family.state_to_hf(tensors, cfg), family, cfg)
     if unused:
         more = ", ..." if len(unused) > 5 else ""
         raise CheckpointError(f"{where}: the checkpoint has tensors a plain {family.architecture} "
@@ -93,12 +58,14 @@ def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_di
     if cfg.tie_embeddings:
         tensors.pop("lm_head.weight", None)
     check_tensors(cfg, tensors, where)
-    tensors = _own_storage(_cast(tensors, dtype))
-    meta = {SOURCE_KEY: {**source, "family": family.name, "model_type": hf.get("model_type"),
-                         "dtype": _dtype_name(tensors), "config": hf}}
-    if generation:
-        stops = [i for i in generation.get("eos_token_ids", []) if 0 <= i < cfg.vocab_size]
-        meta[GENERATION_KEY] = {**generation, "eos_token_ids": stops}
+    tensors = own_storage(cast_tensors(tensors, dtype))
+    source = replace(source, kind="imported", family=family.name, config=hf,
+                     model_type=hf.get("model_type"), dtype=dtype_name(tensors))
+    if generation is not None and generation.eos_token_ids is not None:
+        stops = [i for i in generation.eos_token_ids if 0 <= i < cfg.vocab_size]
+        generation = replace(generation, eos_token_ids=stops)
+    meta = ModelMeta(task="import", source=source, generation=generation,
+                     parameters=sum(t.numel() for t in tensors.values()))
     return write_model_dir(out_dir, cfg, tensors, tokenizer, meta)
 
 
@@ -113,15 +80,15 @@ def import_hf(src_dir: str | Path, out_dir: str | Path, dtype: str | None = None
         return family.import_dir(src, Path(out_dir), dtype)
     family.config_from_hf(hf)  # refuse an unsupported option before reading the weights
     tokenizer = read_hf_tokenizer(src)
-    source = {"format": "huggingface", "path": str(src.resolve()),
-              "special_tokens": special_tokens(src)}
+    source = Source(kind="imported", format="huggingface", path=str(src.resolve()),
+                    special_tokens=special_tokens(src))
     return write_imported(hf, read_hf_weights(src), tokenizer, out_dir, dtype, source,
                           generation=generation_settings(src, hf, tokenizer))
 
 
-def _token_ids(tokenizer, source: dict) -> dict[str, int]:
+def _token_ids(tokenizer, source: Source) -> dict[str, int]:
     """bos/eos/pad ids: the original HF config's, else the tokenizer's end-of-text token."""
-    original = source.get("config", {})
+    original = source.config or {}
     ids = {k: original[k] for k in _TOKEN_IDS if original.get(k) is not None}
     eos = eos_token_id(tokenizer)
     if "eos_token_id" not in ids and eos is not None:
@@ -129,12 +96,12 @@ def _token_ids(tokenizer, source: dict) -> dict[str, int]:
     return ids
 
 
-def _seq2seq_token_ids(tokenizer, meta: dict) -> dict[str, int]:
+def _seq2seq_token_ids(tokenizer, meta: ModelMeta) -> dict[str, int]:
     """An encoder–decoder's pad, end and decoder-start ids (meta.json's ``seq2seq_tokens``)."""
-    from ..inference.translate import Seq2SeqTokens
-
-    t = Seq2SeqTokens.from_tokenizer(tokenizer, meta)
-    return {"pad_token_id": t.pad, "eos_token_id": t.eos, "decoder_start_token_id": t.start}
+    names = meta.seq2seq_tokens or Seq2SeqTokenNames()
+    ids = require_tokens(tokenizer, to_dict(names), "an encoder–decoder model")
+    return {"pad_token_id": ids["pad"], "eos_token_id": ids["eos"],
+            "decoder_start_token_id": ids["start"]}
 
 
 def _end_with_eos(tokenizer, eos: str, eos_id: int) -> None:
@@ -146,13 +113,25 @@ def _end_with_eos(tokenizer, eos: str, eos_id: int) -> None:
             single=f"$A {eos}", pair=f"$A $B {eos}", special_tokens=[(eos, eos_id)])
 
 
-def _tokenizer_config(tokenizer, cfg: ModelConfig, source: dict) -> dict:
-    specials = dict(source.get("special_tokens") or {})
+def _tokenizer_config(tokenizer, cfg: ModelConfig, source: Source) -> dict:
+    specials = dict(source.special_tokens or {})
     eos = eos_token_id(tokenizer)
     if "eos_token" not in specials and eos is not None:
         specials["eos_token"] = tokenizer.id_to_token(eos)
     return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.context_length,
             "clean_up_tokenization_spaces": False, **specials}
+
+
+def _generation_config(gen: Generation | None) -> dict | None:
+    """generation_config.json from meta.json's ``generation`` record (None: nothing recorded):
+    the stop, BOS and pad ids and the model's sampling defaults, as imported."""
+    if gen is None:
+        return None
+    out = {"bos_token_id": gen.bos_token_id, "eos_token_id": gen.eos_token_ids,
+           "pad_token_id": gen.pad_token_id, "do_sample": gen.do_sample,
+           "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p,
+           "repetition_penalty": gen.repetition_penalty}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def export_hf(model_dir: str | Path, out_dir: str | Path) -> Path:
@@ -161,24 +140,28 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> Path:
     GPT-2-like configs become GPT2LMHeadModel, Llama-like ones LlamaForCausalLM; any other
     config is refused with the fields that prevent it. Encoder–decoders (``arch = "seq2seq"``)
     become MarianMTModel, with the pad, end and decoder-start ids of meta.json's
-    ``seq2seq_tokens``."""
+    ``seq2seq_tokens``. meta.json's ``generation`` record (an imported or averaged model's)
+    becomes generation_config.json and the chat template in tokenizer_config.json."""
     path, out = Path(model_dir), Path(out_dir)
     cfg = read_config(path)
     tokenizer = load_tokenizer_file(path)
     tensors = read_weights(path)
     check_tensors(cfg, tensors, str(path))
     meta = read_meta(path)
-    source = meta.get(SOURCE_KEY, {})
+    source = meta.imported_source() or Source()
     try:
-        family = family_for_config(cfg, prefer=source.get("family"))
+        family = family_for_config(cfg, prefer=source.family)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    hf_tensors = _own_storage(family.state_to_hf(tensors, cfg))
+    hf_tensors = own_storage(family.state_to_hf(tensors, cfg))
     seq2seq = cfg.arch == "seq2seq"
     ids = _seq2seq_token_ids(tokenizer, meta) if seq2seq else _token_ids(tokenizer, source)
     config = {"architectures": [family.architecture], "model_type": family.name,
-              **family.config_to_hf(cfg), **ids, "dtype": _dtype_name(hf_tensors)}
+              **family.config_to_hf(cfg), **ids, "dtype": dtype_name(hf_tensors)}
     tokenizer_config = _tokenizer_config(tokenizer, cfg, source)
+    if meta.generation is not None and meta.generation.chat_template:
+        tokenizer_config["chat_template"] = meta.generation.chat_template
+    generation_config = _generation_config(meta.generation)
     if seq2seq:  # transformers' tokenizer(text) ends a source with </s>, as Marian's does
         tokenizer_config |= {k: tokenizer.id_to_token(ids[f"{k}_id"])
                              for k in ("eos_token", "pad_token")}
@@ -189,4 +172,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> Path:
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / "tokenizer.json", tokenizer.to_str(pretty=True))
     atomic_write_text(out / "tokenizer_config.json", json.dumps(tokenizer_config, indent=2) + "\n")
+    if generation_config:
+        atomic_write_text(out / "generation_config.json",
+                          json.dumps(generation_config, indent=2) + "\n")
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..blocks.attention_backends import unknown_backend_message
 from ..blocks.positions import ROPE_SCALING
 from ..errors import ConfigError
 
@@ -64,8 +65,16 @@ class ModelConfig:
     """A bias on the output projection (MarianMT's final_logits_bias)."""
     dropout: float = 0.0
     """Dropout on embeddings, attention weights and residual branches (training only)."""
-    attention: Literal["fused", "explicit"] = "fused"
-    """Attention backend: torch's fused SDPA kernel, or the explicit formula."""
+    attention: str = "auto"
+    """Attention backend, by registered name (docs/attention.md): ``auto`` = ``fused`` or
+    ``explicit``, whichever was measured faster for the call (CPU rules); ``fused`` = torch's
+    SDPA kernel, always; ``explicit`` = the formula written out (returns weights);
+    ``sliding_window`` = only the last ``attention_window`` positions (Mistral); or any name a
+    plugin registered with ``@register_attention``."""
+    attention_window: int = 0
+    """Decoders: each query attends to the last ``attention_window`` positions, itself
+    included; 0 = all earlier positions. Needed (> 0) by ``attention = "sliding_window"``; the
+    other backends apply it as a mask."""
     init_std: float = 0.02
     type_vocab_size: int = 0
     """Token-type (segment) embeddings added to the token embeddings (BERT: 2); 0 = none."""
@@ -122,6 +131,8 @@ class ModelConfig:
         if self.src_vocab_size and self.src_vocab_size != self.vocab_size and self.share_embeddings:
             raise bad("share_embeddings", "a source vocabulary of its own (src_vocab_size) "
                       "needs share_embeddings = false")
+        if (problem := _attention_problem(self)) is not None:
+            raise bad(*problem)
         if self.rope_scaling is not None:
             problem = _rope_scaling_problem(self.rope_scaling, self.positional)
             if problem:
@@ -161,6 +172,22 @@ class ModelConfig:
         if self.activation == "swiglu":
             return -(-int(8 * self.d_model / 3) // 64) * 64
         return 4 * self.d_model
+
+
+def _attention_problem(cfg: ModelConfig) -> tuple[str, str] | None:
+    """(field, what is wrong) for the attention backend and window, or None."""
+    if (unknown := unknown_backend_message(cfg.attention)) is not None:
+        return "attention", unknown
+    window = cfg.attention_window
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        return "attention_window", f"must be an integer >= 0 (0 = no window), got {window!r}"
+    if cfg.attention == "sliding_window" and window == 0:
+        return "attention_window", ('attention = "sliding_window" needs the window: set '
+                                    "attention_window to a positive number of tokens")
+    if window and cfg.arch != "decoder":
+        return "attention_window", f"a sliding window is for decoders (arch = \"decoder\"), " \
+                                   f"got arch {cfg.arch!r}; set attention_window = 0"
+    return None
 
 
 def _rope_scaling_problem(scaling: dict[str, Any], positional: str) -> str | None:

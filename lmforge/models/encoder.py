@@ -13,7 +13,7 @@ from ..blocks import make_norm
 from ..errors import ConfigError
 from .config import ModelConfig
 from .heads import MLMHead, NSPHead, Pooler
-from .transformer import Transformer, count_params, init_weights
+from .transformer import Transformer, check_arch, count_params, init_weights
 
 
 class EncoderModel(nn.Module):
@@ -21,10 +21,7 @@ class EncoderModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.arch != "encoder":
-            raise ConfigError(f"EncoderModel needs model.arch = \"encoder\", got {cfg.arch!r}")
-        if cfg.vocab_size <= 0:
-            raise ConfigError("model.vocab_size must be set (it is taken from the tokenizer)")
+        check_arch(cfg, "encoder", "EncoderModel")
         self.cfg = cfg
         self.backbone = Transformer(cfg)
         self.pooler = Pooler(cfg.d_model) if cfg.pooler else None

@@ -15,16 +15,13 @@ from torch import nn
 from ..blocks import KVCache
 from ..errors import ConfigError
 from .config import ModelConfig
-from .transformer import Transformer, count_params, init_weights
+from .transformer import Transformer, check_arch, count_params, init_weights
 
 
 class Seq2SeqLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.arch != "seq2seq":
-            raise ConfigError(f"Seq2SeqLM needs model.arch = \"seq2seq\", got {cfg.arch!r}")
-        if cfg.vocab_size <= 0:
-            raise ConfigError("model.vocab_size must be set (it is taken from the tokenizer)")
+        check_arch(cfg, "seq2seq", "Seq2SeqLM")
         self.cfg = cfg
         self.encoder = Transformer(cfg, causal=False, n_layer=cfg.n_encoder_layer,
                                    vocab_size=cfg.source_vocab)

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from ..blocks import (FeedForward, KVCache, LearnedPositions, MultiHeadAttention, RotaryEmbedding,
-                      SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
+from ..blocks import (AttentionOptions, FeedForward, KVCache, LearnedPositions,
+                      MultiHeadAttention, RotaryEmbedding, SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
                       Unpadded, alibi_slopes, make_norm, rope_inv_freq)
 from ..errors import ConfigError
 from .config import ModelConfig
@@ -21,9 +21,10 @@ from .config import ModelConfig
 
 def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None,
                 cross_attention: bool = False) -> TransformerBlock:
+    options = AttentionOptions(window=cfg.attention_window)
     attn = lambda r: MultiHeadAttention(  # noqa: E731
         cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias, rope=r,
-        backend=cfg.attention, dropout=cfg.dropout, head_dim=cfg.head_dim)
+        backend=cfg.attention, dropout=cfg.dropout, head_dim=cfg.head_dim, options=options)
     ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.use_ff_bias)
     norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
     cross = dict(cross_attn=attn(None), norm_cross=norm()) if cross_attention else {}
@@ -121,6 +122,14 @@ class Transformer(nn.Module):
             cache.advance(T)
         x = self.norm(x) if self.norm is not None else x
         return unpad.pad(x) if unpad is not None else x  # (B, T, C), zeros at padding
+
+
+def check_arch(cfg, arch: str, who: str) -> None:
+    """Refuse a config of another architecture, or without a vocabulary size."""
+    if cfg.arch != arch:
+        raise ConfigError(f"{who} needs model.arch = \"{arch}\", got {cfg.arch!r}")
+    if cfg.vocab_size <= 0:
+        raise ConfigError("model.vocab_size must be set (it is taken from the tokenizer)")
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -12,3 +12,7 @@ __all__ = ["causal_lm_loss", "class_weights", "classification_loss", "classifier
 from .span_corruption import SENTINEL_FORMAT, corrupt, sentinel_tokens, span_mask
 
 __all__ += ["SENTINEL_FORMAT", "corrupt", "sentinel_tokens", "span_mask"]
+
+from .sft import sft_loss
+
+__all__ += ["sft_loss"]

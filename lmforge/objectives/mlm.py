@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError, TokenizerError
+from ..tokenizers.special import IGNORE_INDEX
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX  # the label of positions that are not predicted
 
 
 def mask_tokens(

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tokenizers.special import IGNORE_INDEX
+
 
 def seq2seq_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0) -> torch.Tensor:
     """batch: ``src`` (B, S), ``src_mask`` (B, S) bool, ``tgt_in`` (B, T), ``tgt_out`` (B, T)
@@ -16,7 +18,7 @@ def seq2seq_loss(model: nn.Module, batch: dict, label_smoothing: float = 0.0) ->
     probability mass over the whole vocabulary (0.1 in the original Transformer)."""
     logits = model(batch["src"], batch["tgt_in"], batch.get("src_mask"))  # (B, T, V)
     return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
-                           ignore_index=-100, label_smoothing=label_smoothing)
+                           ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
 
 
 def seq2seq_objective(label_smoothing: float = 0.0):

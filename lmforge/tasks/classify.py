@@ -1,14 +1,14 @@
 """Fine-tuning an encoder for sequence classification (``task = "classify"`` in the run
-config; the ``[classify]`` table is :class:`~lmforge.training.ClassifyConfig`).
+config; the ``[classify]`` table is :class:`~lmforge.tasks.classify_config.ClassifyConfig`).
 
 labelled files -> label vocabulary (from the training split) -> ``[CLS] text [SEP]`` ids (cut
 to ``max_len``) -> :class:`~lmforge.models.SequenceClassifier` (the encoder of
-``classify.init_from``, or a random one from ``[model]``) -> the shared :class:`Trainer` ->
-model directory.
+``classify.init_from``, or a random one from ``[model]``) -> the shared driver
+(:func:`~lmforge.tasks.driver.train_task`) -> model directory.
 
 * ``mode = "full"`` trains every weight; ``"head-only"`` freezes the encoder and, with
   ``cache_features``, runs it once per example and trains the head on the stored features;
-  ``"lora"`` freezes the encoder, adds low-rank adapters to ``lora_targets`` and trains them
+  ``"lora"`` freezes the encoder, adds low-rank adapters (``[classify.lora]``) and trains them
   with the head (``"qlora"``: on block projections stored in 4-bit NF4). LoRA runs save the
   merged model directory (an ordinary classifier) and the adapter with the head in
   ``OUT_DIR/adapter``; their checkpoints hold only adapters, head and optimiser state.
@@ -16,341 +16,231 @@ model directory.
   model directory keeps the weights of the best evaluation (``classify.metric``), and
   ``classify.patience`` evaluations without improvement stop training. Without a dev split
   the model directory holds the last weights.
-* At the end the best weights are evaluated on dev and test: accuracy, macro-F1, per-class
-  precision/recall/F1, the confusion matrix (``confusion_<split>.png``), scikit-learn's
-  classification report, and the majority-class baseline; all of it goes to ``eval.json``,
-  the figures to ``meta.json`` (``"eval"``).
+* At the end the best weights are evaluated on dev and test (:mod:`.classify_eval`):
+  accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix
+  (``confusion_<split>.png``), scikit-learn's classification report, and the majority-class
+  baseline; all of it goes to ``eval.json``, the figures to ``meta.json`` (``"eval"``).
 
 Batches are a pure function of (seed, step, micro-step, rank) (seeded epochs), so ``--resume``
-continues exactly, early-stopping state included.
+continues exactly, early-stopping state included. The splits and encoding live in
+:mod:`.classify_data`, the model (init, adapters) in :mod:`.classify_model`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import time
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..config import to_dict
-from ..data import epoch_indices
-from ..data.encode import EncodedTexts, encode_texts
-from ..data.labeled import LabeledData, LabelVocab, read_labeled
-from ..errors import CheckpointError, ConfigError
-from ..finetune import LoRAConfig, inject_lora, load_adapter, merged_copy, quantize_nf4, save_adapter
+from ..errors import ConfigError
+from ..evaluation import quick_metrics
+from ..finetune import load_adapter, merged_copy, save_adapter
 from ..finetune.checkpoint import AdapterTrainer
-from ..evaluation import classification_metrics, format_confusion, majority_baseline, quick_metrics
-from ..inference.encoder import classifier_features, predict_logits
-from ..io import save_model_dir
-from ..io.atomic import atomic_write_text
-from ..io.model_dir import (check_vocab, load_tokenizer_file, read_config, read_meta, read_weights,
-                            update_meta)
-from ..models import SequenceClassifier, build_model
+from ..inference.encoder import classifier_features
+from ..modeldir import save_model_dir
+from ..modeldir.directory import read_weights
+from ..models import build_model
 from ..objectives import class_weights, classification_loss
-from ..tokenizers.train import BERT_SPECIAL_TOKENS
-from ..training import EarlyStopping, ClassifyConfig, RunConfig, Trainer
-from ..viz import plot_confusion_matrix
-from .common import (TrainRun, finish, fit_vocab, machine, prepare_out_dir, run_tokenizer,
-                     write_run_file)
+from ..tokenizers.special import BERT_SPECIAL_TOKENS
+from ..training import EarlyStopping, Trainer, TrainConfig
+from .classify_config import ClassifyConfig
+from .classify_data import (ClassifySplits, EncodedSplit, batch_fn, classifier_meta, data_meta,
+                            encode_splits, read_splits, require_train)
+from .classify_eval import EVAL_FILE, evaluate_splits, split_metrics, write_eval
+from .classify_model import (PEFT_MODES, add_adapters, check_encoder, classifier_config,
+                             init_classifier, init_config, load_encoder, read_init,
+                             resolve_pooling)
+from .config import RunConfig
+from .driver import RunState, train_task
+from .registry import Task, TaskData, register
+from .steps import TrainRun, fit_vocab, run_tokenizer
 
-EVAL_FILE = "eval.json"
 ADAPTER_DIR = "adapter"
-PEFT_MODES = ("lora", "qlora")
+
+__all__ = ["ADAPTER_DIR", "EVAL_FILE", "PEFT_MODES", "ClassifyConfig", "ClassifySplits",
+           "ClassifyTask", "EncodedSplit", "add_adapters", "classifier_config", "epochs_config",
+           "evaluate_splits", "init_classifier", "read_splits", "resolve_pooling",
+           "train_classifier"]
 
 
-@dataclass
-class ClassifySplits:
-    train: LabeledData
-    dev: LabeledData | None
-    test: LabeledData | None
-    vocab: LabelVocab
-    dev_source: str  # "file", "held out from train" or "none"
+def epochs_config(tc: TrainConfig, epochs: float, n_rows: int) -> TrainConfig:
+    """``tc`` with ``max_steps`` = ``epochs`` passes over ``n_rows`` training rows
+    (``classify.epochs``; 0 = ``tc`` as it is). A copy: run.toml records the config as given."""
+    if not epochs:
+        return tc
+    steps = math.ceil(epochs * n_rows / (tc.batch_size * tc.grad_accum))
+    return dataclasses.replace(tc, max_steps=max(1, steps))
 
 
-def read_splits(cc: ClassifyConfig, seed: int) -> ClassifySplits:
-    """The train/dev/test files of ``cc``, checked, sampled (limit/eval_limit), with the label
-    vocabulary of the training split; unknown dev/test labels raise DataError."""
-    if not cc.train:
-        raise ConfigError("classify.train is empty: set it to a labelled file (CSV, TSV, JSONL or "
-                          "'label text' lines), e.g. --set classify.train=data/train.csv")
-    read = partial(read_labeled, fmt=cc.format, text_column=cc.text_column,
-                   label_column=cc.label_column, pair_column=cc.text_pair_column or None)
-    train = read(cc.train)
-    dev, dev_source = None, "none"
-    if cc.dev:
-        dev, dev_source = read(cc.dev), "file"
-    elif cc.dev_fraction > 0:
-        train, dev = train.split(cc.dev_fraction, seed)
-        dev_source = f"{cc.dev_fraction:g} of {cc.train} held out"
-    vocab = LabelVocab.build(train, cc.labels or None)
-    train = train.sample(cc.limit, seed)
-    dev = dev.sample(cc.eval_limit, seed) if dev is not None else None
-    test = read(cc.test).sample(cc.eval_limit, seed) if cc.test else None
-    for split in (dev, test):
-        if split is not None:
-            vocab.encode(split)
-    return ClassifySplits(train, dev, test, vocab, dev_source)
+class ClassifyTask(Task):
+    """``task = "classify"``: the steps of its own; ``run.state`` carries the splits, the init
+    model's config and meta, the encoded splits, the class weights and the built model."""
 
+    name = "classify"
+    summary = "fine-tune an encoder classifier (full, head-only, LoRA, QLoRA)"
+    section, config = "classify", ClassifyConfig
+    archs = ()  # [model] is read only without classify.init_from: check() asks for an encoder
 
-def resolve_pooling(pooling: str, init_meta: dict) -> str:
-    """``auto`` -> the init model's sentence-embedding pooling (meta.json), else ``cls``."""
-    if pooling != "auto":
-        return pooling
-    return (init_meta.get("sentence_embedding") or {}).get("pooling") or "cls"
+    def check(self, cfg: RunConfig) -> None:
+        require_train(cfg.classify)
+        if not cfg.classify.init_from:
+            check_encoder(cfg.model)
 
+    def tokenizer(self, run: RunState):
+        """The init model's tokenizer with ``classify.init_from``; else the run's own, trained on
+        the training texts with BERT's special tokens (unless ``tokenizer.path`` is set; the
+        saved one on resume). Reads the splits first (``run.state["splits"]``)."""
+        cfg, cc, out = run.cfg, run.cfg.classify, run.out
+        splits = run.state["splits"] = read_splits(cc, cfg.seed)
+        if cc.init_from:
+            init_cfg, tokenizer, init_meta = read_init(cc.init_from)
+            run.state["init"] = (init_cfg, init_meta)
+            return tokenizer
+        corpus = out / "tokenizer-texts.txt"
+        if not (cfg.tokenizer.path or (run.resume and (out / "tokenizer.json").is_file())):
+            corpus.write_text("\n".join(splits.train.texts) + "\n", encoding="utf-8")
+        try:
+            return run_tokenizer(cfg, out, run.resume, [str(corpus)], list(BERT_SPECIAL_TOKENS))
+        finally:
+            corpus.unlink(missing_ok=True)
 
-def classifier_config(base, n_classes: int, pooling: str, dropout: float | None):
-    """``base`` (an encoder ModelConfig) with a classification head."""
-    if base.arch != "encoder":
-        raise ConfigError(f"classification fine-tunes encoders (model.arch = \"encoder\"), got "
-                          f"{base.arch!r}")
-    return dataclasses.replace(base, heads="classifier", n_classes=n_classes,
-                               classifier_pooling=pooling, classifier_dropout=dropout)
+    def fit_vocab(self, run: RunState) -> int:
+        """``[model]``'s vocabulary from the tokenizer; with ``classify.init_from`` the init
+        model's config is used as it is (its tokenizer was checked against it)."""
+        if run.cfg.classify.init_from:
+            return run.tokenizer.get_vocab_size(with_added_tokens=True)
+        return fit_vocab(run.cfg, run.tokenizer)
 
+    def _model_config(self, run: RunState):
+        """The classifier's config: the init model's encoder or ``[model]``, with the head."""
+        cc, K = run.cfg.classify, len(run.state["splits"].vocab)
+        if cc.init_from:
+            init_cfg, init_meta = run.state["init"]
+            return init_config(cc.init_from, init_cfg, init_meta, K, cc.pooling, cc.dropout)
+        pooling = "cls" if cc.pooling == "auto" else cc.pooling
+        return classifier_config(run.cfg.model, K, pooling, cc.dropout)
 
-def init_classifier(src: str | Path, n_classes: int, pooling: str = "auto",
-                    dropout: float | None = None) -> tuple[SequenceClassifier, object, dict]:
-    """A classifier whose encoder is that of model directory ``src`` (a MaskedLM with any
-    heads, or another classifier) and whose head is new: (model, tokenizer, src's meta)."""
-    src = Path(src)
-    cfg = read_config(src)
-    tokenizer = load_tokenizer_file(src)
-    check_vocab(tokenizer, cfg, str(src))
-    meta = read_meta(src)
-    try:
-        cfg = classifier_config(cfg, n_classes, resolve_pooling(pooling, meta), dropout)
-    except ConfigError as e:
-        raise ConfigError(f"classify.init_from = {str(src)!r}: {e}") from None
-    model = build_model(cfg)
-    encoder = {k: v for k, v in read_weights(src).items() if k.startswith("encoder.")}
-    missing, _ = model.load_state_dict(encoder, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
-    if missing:
-        raise CheckpointError(f"{src}: the encoder weights are incomplete: missing {missing[:5]}")
-    return model, tokenizer, meta
+    def prepare(self, run: RunState) -> TaskData:
+        """The encoded splits, class weights, train config (``classify.epochs``), batches,
+        the dev evaluation and early stopping."""
+        cfg, cc, s = run.cfg, run.cfg.classify, run.state
+        mcfg = s["mcfg"] = self._model_config(run)
+        if cc.max_len > mcfg.context_length:
+            raise ConfigError(f"classify.max_len ({cc.max_len}) is longer than the model's context "
+                              f"({mcfg.context_length}); lower it")
+        parts = s["parts"] = encode_splits(s["splits"], run.tokenizer, cc)
+        train, dev = parts["train"], parts.get("dev")
+        s["counts"] = s["splits"].vocab.counts(train.y)
+        s["weights"] = class_weights(cc.class_weights, s["counts"], s["splits"].vocab.labels)
+        tc = epochs_config(cfg.train, cc.epochs, len(train.y))
+        cached = cc.mode == "head-only" and cc.cache_features
+        options = {}
+        if dev is not None:
+            options["early_stopping"] = EarlyStopping(
+                cc.metric, "min" if cc.metric == "loss" else "max", cc.patience)
 
+        def evaluate(m) -> dict:
+            logits = dev.logits(m, cc.eval_batch_size, run.trainer.device)  # (N, K)
+            return quick_metrics(logits, torch.from_numpy(dev.y))
 
-def _random_classifier(cfg: RunConfig, out: Path, resume: bool, texts: list[str], n_classes: int,
-                       pooling: str, dropout: float | None):
-    """A freshly initialised classifier from ``[model]``, with the run's tokenizer (trained on
-    the training texts, with BERT's special tokens, unless ``tokenizer.path`` is set)."""
-    corpus = out / "tokenizer-texts.txt"
-    if not (cfg.tokenizer.path or (resume and (out / "tokenizer.json").is_file())):
-        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    try:
-        tokenizer = run_tokenizer(cfg, out, resume, [str(corpus)], list(BERT_SPECIAL_TOKENS))
-    finally:
-        corpus.unlink(missing_ok=True)
-    fit_vocab(cfg, tokenizer)
-    mcfg = classifier_config(cfg.model, n_classes, "cls" if pooling == "auto" else pooling, dropout)
-    return build_model(mcfg), tokenizer
+        return TaskData(
+            train_batch=batch_fn(train, tc.batch_size, tc.grad_accum, cfg.seed, cached,
+                                 lambda: run.world_size),
+            tokens_per_batch=int(round(float(train.enc.lengths.mean()) * tc.batch_size)),
+            evaluate=evaluate if dev is not None else None, meta=data_meta(s["splits"], parts),
+            trainer_options=options, train_config=tc)
 
+    def build_model(self, run: RunState):
+        """The classifier (encoder weights of ``classify.init_from`` when set), its encoder
+        frozen (head-only) or given adapters (lora/qlora)."""
+        cc = run.cfg.classify
+        mcfg = run.state["mcfg"]
+        model = load_encoder(cc.init_from, mcfg) if cc.init_from else build_model(mcfg)
+        if cc.mode == "head-only":
+            model.freeze_encoder()
+        run.state["peft"] = add_adapters(model, cc) if cc.mode in PEFT_MODES else None
+        run.state["model"] = model
+        return model
 
-@dataclass
-class EncodedSplit:
-    data: LabeledData
-    enc: EncodedTexts
-    y: np.ndarray  # (N,) class ids
-    features: torch.Tensor | None = None  # (N, C) head inputs, head-only with cached features
+    def make_objective(self, run: RunState):
+        return partial(classification_loss, class_weights=run.state["weights"])
 
-    @torch.no_grad()
-    def logits(self, model, batch_size: int, device) -> torch.Tensor:  # (N, K)
-        if self.features is None:
-            return predict_logits(model, self.enc, batch_size, device)
-        head = model.head if isinstance(model, SequenceClassifier) else model
-        was_training = head.training
-        head.eval()
-        out = torch.cat([head(f.to(device)).float().cpu() for f in self.features.split(batch_size)])
-        head.train(was_training)
-        return out
+    def meta(self, run: RunState) -> dict:
+        s = run.state
+        init_meta = s["init"][1] if "init" in s else None
+        meta = classifier_meta(run.cfg, s["splits"].vocab.labels, s["model"], init_meta,
+                               s["weights"], s["peft"])
+        if run.cfg.classify.init_from:  # the init model's tokenizer, not one from [tokenizer]
+            meta["tokenizer"] = {"path": run.cfg.classify.init_from, "vocab_size": run.vocab}
+        return meta
 
-
-def _split_report(name: str, m: dict, labels: list[str]) -> str:
-    return (f"{name} ({m['n']} rows): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-            f"(majority-class baseline {m['majority_baseline']:.4f})\n"
-            f"{format_confusion(m['confusion_matrix'], labels)}\n\n{m['report']}")
-
-
-def evaluate_splits(model: SequenceClassifier, parts: dict[str, EncodedSplit], labels: list[str],
-                    train_counts: np.ndarray, out: Path, batch_size: int,
-                    device) -> tuple[dict, str]:
-    """Full metrics of the dev and test splits (those present), their confusion-matrix PNGs
-    in ``out``, and the printable report: ({split: metrics}, report)."""
-    evals, reports = {}, []
-    for name in ("dev", "test"):
-        if name not in parts:
-            continue
-        p = parts[name]
-        pred = p.logits(model, batch_size, device).argmax(-1).numpy()  # (N,)
-        m = classification_metrics(p.y, pred, labels)
-        m["majority_baseline"] = majority_baseline(p.y, train_counts)
-        evals[name] = m
-        plot_confusion_matrix(m["confusion_matrix"], labels, out / f"confusion_{name}.png",
-                              title=f"{out.name}: {name} (accuracy {m['accuracy']:.3f})")
-        reports.append(_split_report(name, m, labels))
-    return evals, "\n".join(reports)
-
-
-def _run_meta(cfg: RunConfig, splits: ClassifySplits, parts: dict[str, EncodedSplit],
-              model: SequenceClassifier, init_meta: dict, weights: torch.Tensor | None,
-              peft: dict | None = None) -> dict:
-    """meta.json of the classifier directory (training results are added as they come)."""
-    cc, labels = cfg.classify, splits.vocab.labels
-    data: dict = {name: {"path": p.data.path, "rows": len(p.y), "truncated": p.enc.n_truncated,
-                         "class_counts": dict(zip(labels, splits.vocab.counts(p.y).tolist()))}
-                  for name, p in parts.items()}
-    data.update(dev_source=splits.dev_source, paths=sorted({p.data.path for p in parts.values()}))
-    meta = {
-        "task": "classify",
-        "classifier": {"labels": labels, "max_len": cc.max_len, "truncation": cc.truncation,
-                       "pooling": model.pooling, "mode": cc.mode, "format": cc.format,
-                       "text_column": cc.text_column, "text_pair_column": cc.text_pair_column,
-                       "label_column": cc.label_column},
-        "init_from": {"path": cc.init_from, "task": init_meta.get("task"),
-                      "source": init_meta.get("source")} if cc.init_from else None,
-        "data": data,
-        "class_weights": None if weights is None else weights.tolist(),
-        "parameters": peft["base_params"] if peft else model.num_params(),
-        "trainable_parameters": peft["trainable_params"] if peft else
-        model.num_params(trainable_only=True),
-        "run_config": to_dict(cfg),
-        "machine": machine(),
-    }
-    meta["trainable_share"] = peft["trainable_share"] if peft else \
-        meta["trainable_parameters"] / max(1, meta["parameters"])
-    if peft:
-        meta["lora"] = peft
-    if cc.mode == "head-only" and "sentence_embedding" in init_meta:
-        meta["sentence_embedding"] = init_meta["sentence_embedding"]  # the encoder is unchanged
-    return meta
-
-
-def add_adapters(model: SequenceClassifier, cc: ClassifyConfig) -> dict:
-    """lora/qlora: quantise the encoder's block projections (qlora), wrap ``cc.lora_targets``
-    in LoRA adapters and keep the head trainable. Returns the report for meta.json."""
-    base_params = model.num_params()
-    out: dict = {"mode": cc.mode, "rank": cc.lora_rank, "alpha": cc.lora_alpha,
-                 "dropout": cc.lora_dropout, "targets": list(cc.lora_targets),
-                 "modules_to_save": ["head"], "base_params": base_params}
-    try:
-        if cc.mode == "qlora":
-            out["nf4_bytes_per_param"] = round(quantize_nf4(model).bytes_per_param, 4)
-        report = inject_lora(model, LoRAConfig(rank=cc.lora_rank, alpha=cc.lora_alpha,
-                                               dropout=cc.lora_dropout,
-                                               targets=tuple(cc.lora_targets),
-                                               modules_to_save=("head",)))
-    except ConfigError as e:  # name the [classify] fields
-        raise ConfigError(str(e).replace("lora.", "classify.lora_")
-                          .replace("quantize_nf4:", "classify.mode = \"qlora\":")) from None
-    adapters = report.trainable_params - model.head.proj.weight.numel() - \
-        model.head.proj.bias.numel()
-    out.update(layers=len(report.layers), adapter_params=adapters,
-               trainable_params=report.trainable_params,
-               trainable_share=report.trainable_share)
-    return out
-
-
-def train_classifier(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
-                     stop_at: int | None = None) -> TrainRun:
-    """Fine-tune a classifier as ``cfg.classify`` says; returns the run with ``metrics``
-    (dev_/test_ accuracy, macro_f1, majority = the majority-class baseline; best_step) and a
-    printable ``report``."""
-    cc = cfg.classify
-    splits = read_splits(cc, cfg.seed)
-    out = prepare_out_dir(cfg, resume, overwrite)
-    labels, K = splits.vocab.labels, len(splits.vocab)
-    torch.manual_seed(cfg.seed)
-    init_meta: dict = {}
-    if cc.init_from:
-        model, tokenizer, init_meta = init_classifier(cc.init_from, K, cc.pooling, cc.dropout)
-    else:
-        model, tokenizer = _random_classifier(cfg, out, resume, splits.train.texts, K, cc.pooling,
-                                              cc.dropout)
-    if cc.max_len > model.cfg.context_length:
-        raise ConfigError(f"classify.max_len ({cc.max_len}) is longer than the model's context "
-                          f"({model.cfg.context_length}); lower it")
-    encode = partial(encode_texts, tokenizer, max_len=cc.max_len, truncation=cc.truncation)
-    parts = {name: EncodedSplit(d, encode(d.texts, d.pairs), splits.vocab.encode(d))
-             for name, d in (("train", splits.train), ("dev", splits.dev), ("test", splits.test))
-             if d is not None}
-    train, dev = parts["train"], parts.get("dev")
-    counts = splits.vocab.counts(train.y)
-    weights = class_weights(cc.class_weights, counts, labels)
-    B, tc = cfg.train.batch_size, cfg.train
-    if cc.epochs:
-        tc = dataclasses.replace(tc, max_steps=max(1, math.ceil(cc.epochs * len(train.y) /
-                                                                (B * tc.grad_accum))))
-    write_run_file(cfg, out)
-    if cc.mode == "head-only":
-        model.freeze_encoder()
-    peft = add_adapters(model, cc) if cc.mode in PEFT_MODES else None
-    cached = cc.mode == "head-only" and cc.cache_features
-    meta_base = _run_meta(cfg, splits, parts, model, init_meta, weights, peft)
-
-    def save(summary: dict) -> None:
-        meta = {**meta_base, "training": summary}
+    def save(self, run: RunState, model, meta: dict) -> None:
+        """The model directory; lora/qlora: the merged classifier (what `lmforge classify`
+        loads) and the adapter with the head in ``OUT_DIR/adapter``. Always the whole
+        classifier (the trainer's model is the head alone with cached features)."""
+        cc, peft, model = run.cfg.classify, run.state["peft"], run.state["model"]
         if peft is None:
-            save_model_dir(out, model, tokenizer, meta)
+            save_model_dir(run.out, model, run.tokenizer, meta)
             return
-        # the merged model directory (what `lmforge classify` loads) and the adapter + head
-        save_model_dir(out, merged_copy(model), tokenizer, {**meta, "adapter": ADAPTER_DIR})
-        save_adapter(model, out / ADAPTER_DIR, meta={"classify": {
-            "labels": labels, "init_from": cc.init_from, "mode": cc.mode, "training": summary}})
+        save_model_dir(run.out, merged_copy(model), run.tokenizer, {**meta, "adapter": ADAPTER_DIR})
+        save_adapter(model, run.out / ADAPTER_DIR, meta={"classify": {
+            "labels": run.state["splits"].vocab.labels, "init_from": cc.init_from,
+            "mode": cc.mode, "training": meta.get("training")}})
 
-    def train_batch(step: int, micro: int, rank: int) -> dict:
-        offset = ((step * tc.grad_accum + micro) * trainer.dist.world_size + rank) * B
-        idx = epoch_indices(len(train.y), B, cfg.seed, offset)
-        batch = {"features": train.features[idx]} if cached else train.enc.batch(idx)
-        batch["labels"] = torch.from_numpy(train.y[idx])
-        return batch
+    def make_trainer(self, run: RunState, model, data: TaskData, on_save):
+        """AdapterTrainer for lora/qlora; the head alone for head-only with cached features
+        (computed here, once the trainer's device is known). With a dev split the model
+        directory is written at each best evaluation (on_best), not at each checkpoint."""
+        cc, s = run.cfg.classify, run.state
+        cached = cc.mode == "head-only" and cc.cache_features
+        has_dev = "dev" in s["parts"]
+        s["on_save"] = on_save
+        trainer = (AdapterTrainer if s["peft"] else Trainer)(
+            model.head if cached else model, self.make_objective(run),
+            train_batch=data.train_batch, cfg=data.train_config or run.cfg.train, out_dir=run.out,
+            tokens_per_batch=data.tokens_per_batch, evaluate_fn=data.evaluate,
+            on_best=on_save if has_dev else None, on_save=None if has_dev else on_save,
+            **data.trainer_options)
+        if cached:
+            model.to(trainer.device)
+            for p in s["parts"].values():
+                p.features = classifier_features(model, p.enc, cc.eval_batch_size, trainer.device)
+        return trainer
 
-    def evaluate(m) -> dict:
-        logits = dev.logits(m, cc.eval_batch_size, trainer.device)  # (N, K)
-        return quick_metrics(logits, torch.from_numpy(dev.y))
+    def finish(self, run: RunState, trainer, train_run: TrainRun) -> None:
+        """The best weights back (or the last ones saved), dev/test evaluation, eval.json,
+        meta.json's ``eval``; ``metrics``: dev_/test_ accuracy, macro_f1, majority (the
+        majority-class baseline), best_step (and the trainable share for lora/qlora)."""
+        cc, s, out = run.cfg.classify, run.state, run.out
+        model, parts, labels = s["model"], s["parts"], s["splits"].vocab.labels
+        es, peft = trainer.early_stopping, s["peft"]
+        if "dev" in parts and peft:  # the best evaluation's adapters and head, in memory
+            load_adapter(model, out / ADAPTER_DIR)
+        elif "dev" in parts:  # the model directory holds the best evaluation's weights
+            model.load_state_dict(read_weights(out))
+        else:
+            s["on_save"](model, trainer.summary())
+        evals, train_run.report = evaluate_splits(model, parts, labels, s["counts"], out,
+                                                  cc.eval_batch_size, trainer.device)
+        train_run.metrics.update(split_metrics(evals))
+        best = {"best_step": es.best_step, "metric": cc.metric, "best": es.best} if es else {}
+        if es:
+            train_run.metrics["best_step"] = es.best_step
+        if peft:
+            train_run.metrics.update(trainable_params=peft["trainable_params"],
+                                     trainable_share=peft["trainable_share"])
+        write_eval(out, labels, evals, best, trainer.summary())
 
-    es = None
-    if dev is not None:
-        es = EarlyStopping(cc.metric, "min" if cc.metric == "loss" else "max", cc.patience)
-    trainer = (AdapterTrainer if peft else Trainer)(
-        model.head if cached else model, partial(classification_loss, class_weights=weights),
-        train_batch=train_batch, cfg=tc, out_dir=out,
-        tokens_per_batch=int(round(float(train.enc.lengths.mean()) * B)),
-        evaluate_fn=evaluate if dev is not None else None, early_stopping=es,
-        on_best=lambda m, summary: save(summary), on_save=None if dev is not None else
-        (lambda m, summary: save(summary)))
-    if cached:
-        model.to(trainer.device)
-        for p in parts.values():
-            p.features = classifier_features(model, p.enc, cc.eval_batch_size, trainer.device)
-    t0 = time.time()
-    result = trainer.fit(resume=resume, stop_at=stop_at)
-    plot = finish(trainer, result, out, t0)
-    run = TrainRun(out, result, cfg, tokenizer, model, plot)
-    if not trainer.dist.is_main or not (result.step == tc.max_steps or result.stopped_early):
-        return run  # interrupted (stop_at): the checkpoint is the state to resume from
-    if dev is not None and peft:  # the best evaluation's adapters and head, in memory
-        load_adapter(model, out / ADAPTER_DIR)
-    elif dev is not None:  # the model directory holds the best evaluation's weights
-        model.load_state_dict(read_weights(out))
-    else:
-        save(trainer.summary())
-    evals, run.report = evaluate_splits(model, parts, labels, counts, out, cc.eval_batch_size,
-                                        trainer.device)
-    for name, m in evals.items():
-        run.metrics.update({f"{name}_accuracy": m["accuracy"], f"{name}_macro_f1": m["macro_f1"],
-                            f"{name}_majority": m["majority_baseline"]})
-    best = {"best_step": es.best_step, "metric": cc.metric, "best": es.best} if es else {}
-    run.metrics.update({"best_step": es.best_step} if es else {})
-    if peft:
-        run.metrics.update(trainable_params=peft["trainable_params"],
-                           trainable_share=peft["trainable_share"])
-    atomic_write_text(out / EVAL_FILE, json.dumps({"labels": labels, **best, **evals}, indent=2))
-    brief = {k: {f: v for f, v in m.items() if f != "report"} for k, m in evals.items()}
-    update_meta(out, eval=brief, training={**trainer.summary(), **best})
-    return run
+
+register(ClassifyTask())
+
+
+def train_classifier(cfg: RunConfig, **kw) -> TrainRun:
+    """Fine-tune a classifier as ``cfg.classify`` says: :func:`~lmforge.tasks.train_task` with
+    ``task = "classify"`` (``resume``, ``overwrite``, ``stop_at`` go to it). Returns the run
+    with ``metrics`` (dev_/test_ accuracy, macro_f1, majority = the majority-class baseline;
+    best_step) and a printable ``report``."""
+    cfg.task = ClassifyTask.name
+    return train_task(cfg, **kw)

@@ -19,7 +19,8 @@ from ..data.encode import encode_texts
 from ..data.labeled import read_labeled
 from ..errors import ConfigError
 from ..inference.encoder import encoder_of, sentence_embeddings
-from ..io import LoadedModel, load_model_dir
+from ..modeldir import LoadedModel, load_model_dir
+from ..viz import plot_embedding_clusters
 
 CLUSTER_METHODS = ("kmeans", "agglomerative")
 PROJECTIONS = ("pca", "tsne")
@@ -27,9 +28,9 @@ PROJECTIONS = ("pca", "tsne")
 
 def embedding_defaults(lm: LoadedModel) -> tuple[str, bool]:
     """(pooling, normalize) the model directory records, else ("mean", False)."""
-    sent = lm.meta.get("sentence_embedding") or {}
-    if sent.get("pooling"):
-        return sent["pooling"], bool(sent.get("normalize", False))
+    sent = lm.meta.sentence_embedding
+    if sent is not None and sent.pooling:
+        return sent.pooling, sent.normalize
     if lm.config.heads == "classifier":
         return lm.config.classifier_pooling or "cls", False
     return "mean", False
@@ -44,7 +45,7 @@ def embed_texts(lm: LoadedModel, texts: Sequence[str], pairs: Sequence[str] | No
     encoder_of(lm.model)  # refuses decoders before their tokenizer is blamed
     default_pool, default_norm = embedding_defaults(lm)
     if not max_len:
-        max_len = (lm.meta.get("classifier") or {}).get("max_len") or 256
+        max_len = (lm.meta.classifier.max_len if lm.meta.classifier else None) or 256
     max_len = min(max_len, lm.config.context_length)
     enc = encode_texts(lm.tokenizer, texts, pairs, max_len=max_len, truncation=truncation)
     emb = sentence_embeddings(lm.model, enc, pooling or default_pool,
@@ -144,8 +145,6 @@ def embed_file(model_dir: str | Path, data: str | Path, out: str | Path, *, fmt:
             colour, legend = label_ids, names
         else:
             colour, legend = np.zeros(len(emb), dtype=int), ["texts"]
-        from ..viz import plot_embedding_clusters
-
         what = f"{method} clusters" if report.clusters is not None else "labels"
         report.plot = plot_embedding_clusters(
             project_2d(emb, projection, seed), colour, plot, names=legend,

@@ -15,7 +15,7 @@ from ..config import apply_overrides, from_dict
 from ..data import describe_stdlib_corpus, stdlib_corpus_files
 from ..inference import GenerationConfig, generate_text
 from ..tokenizers import eos_token_id
-from ..training import RunConfig
+from .config import RunConfig
 from .lm import train_lm
 
 QUICKSTART = {

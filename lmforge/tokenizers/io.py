@@ -8,7 +8,7 @@ from typing import Union
 
 from tokenizers import Tokenizer
 
-from ..io.atomic import atomic_write_text
+from ..files.atomic import atomic_write_text
 from ..errors import TokenizerError
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -16,23 +16,13 @@ from typing import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ..data.sources import read_documents
-from ..data.tokenized import chunk_text, encode_stream
+from ..files.text import read_documents
+from .encode import chunk_text, encode_stream
 from ..errors import TokenizerError
 
 KINDS: tuple[str, ...] = ("char", "bpe", "wordpiece", "unigram")
-EOS_TOKEN = "<|endoftext|>"
-UNK_TOKEN = "<unk>"
-BERT_SPECIAL_TOKENS: list[str] = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
-
-
-def default_special_tokens(kind: str) -> list[str]:
-    """The special tokens a ``kind`` gets when none are given."""
-    if kind == "wordpiece":
-        return list(BERT_SPECIAL_TOKENS)
-    if kind == "bpe":
-        return [EOS_TOKEN]
-    return [EOS_TOKEN, UNK_TOKEN]
+from .special import (BERT_SPECIAL_TOKENS, EOS_TOKEN, UNK_TOKEN,  # noqa: F401 (re-exported)
+                      default_special_tokens, eos_token_id, require_tokens)
 
 
 def _texts(files: Sequence[str | Path]) -> Iterator[str]:
@@ -155,22 +145,3 @@ def tokenizer_report(tokenizer: Tokenizer, texts: Iterable[str]) -> dict:
         "n_tokens": n_tokens,
         "chars_per_token": n_chars / n_tokens if n_tokens else 0.0,
     }
-
-
-def eos_token_id(tokenizer: Tokenizer) -> int | None:
-    """Id of the document separator: ``<|endoftext|>``, else ``[SEP]``, else None."""
-    for tok in (EOS_TOKEN, "[SEP]"):
-        idx = tokenizer.token_to_id(tok)
-        if idx is not None:
-            return idx
-    return None
-
-
-def require_tokens(tokenizer: Tokenizer, names: dict[str, str], why: str) -> dict[str, int]:
-    """Ids of the named special tokens (e.g. ``{"cls": "[CLS]"}``); a TokenizerError listing the
-    missing ones and ``why`` they are needed otherwise."""
-    ids = {k: tokenizer.token_to_id(t) for k, t in names.items()}
-    missing = [names[k] for k, v in ids.items() if v is None]
-    if missing:
-        raise TokenizerError(f"the tokenizer has no {', '.join(missing)} token(s); {why}")
-    return ids

@@ -1,13 +1,12 @@
-"""The training engine: configs, optimiser and schedule, checkpoints, metrics, the loop."""
+"""The training engine: the loop, optimiser and schedule, precision, checkpoints and exact
+resume, metrics, early stopping, distributed data parallelism. It knows objectives, not tasks:
+the run config and the tasks that use this engine live in :mod:`lmforge.tasks`."""
 
 from .average import average_model_dirs
-from .config import DataConfig, RunConfig, TokenizerConfig, TrainConfig
+from .config import TrainConfig
 from .early_stopping import EarlyStopping
-from .classify_config import ClassifyConfig
 from .optim import lr_at, make_optimizer
-from .presets import PRESETS
 from .trainer import Trainer, TrainResult
 
-__all__ = ["DataConfig", "EarlyStopping", "ClassifyConfig", "PRESETS", "RunConfig",
-           "TokenizerConfig", "TrainConfig", "TrainResult", "Trainer", "average_model_dirs",
+__all__ = ["EarlyStopping", "TrainConfig", "TrainResult", "Trainer", "average_model_dirs",
            "lr_at", "make_optimizer"]

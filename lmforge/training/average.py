@@ -12,10 +12,11 @@ import torch
 
 from ..config import to_dict
 from ..errors import CheckpointError
-from ..io.model_dir import (TOKENIZER, load_tokenizer_file, read_config, read_meta, read_weights,
-                            write_model_dir)
+from ..modeldir.directory import (TOKENIZER, load_tokenizer_file, read_config, read_meta,
+                                  read_weights, write_model_dir)
+from ..modeldir.meta import AveragedInput, ModelMeta, Source
 
-_SAME_META = ("classifier", "sentence_embedding")
+_SAME_META = ("classifier", "sentence_embedding", "seq2seq_tokens")
 """meta.json fields that say how to use the model: they must agree for the mean to mean anything."""
 
 
@@ -36,7 +37,9 @@ def average_model_dirs(model_dirs: Sequence[str | Path], out: str | Path,
     tokenizer, the floating-point tensors averaged in fp32 and stored in their dtype. They must
     share config.json, tokenizer.json and the meta.json fields that say how to use them (a
     classifier's labels, pooling); otherwise a clear error names the field and the directory.
-    ``out``'s meta.json is the first model's, plus ``averaged_from`` (paths and weights)."""
+    ``out``'s meta.json is the first model's (generation settings and chat template, pooling,
+    labels, ...), its source ``averaged`` (paths and weights; the first model's own source
+    kept as ``origin``)."""
     dirs = [Path(d) for d in model_dirs]
     if len(dirs) < 2:
         raise CheckpointError(f"averaging needs at least 2 model directories, got {len(dirs)}")
@@ -61,7 +64,8 @@ def average_model_dirs(model_dirs: Sequence[str | Path], out: str | Path,
                                   "models must share their tokenizer")
         m = read_meta(d)
         for key in _SAME_META:
-            diff = _first_difference(meta.get(key), m.get(key), f"{key}.")
+            diff = _first_difference(to_dict(getattr(meta, key)), to_dict(getattr(m, key)),
+                                     f"{key}.")
             if diff:
                 raise CheckpointError(f"{d / 'meta.json'}: {diff} differs from {first}; the "
                                       "models must be used the same way to be averaged")
@@ -84,6 +88,10 @@ def average_model_dirs(model_dirs: Sequence[str | Path], out: str | Path,
             total[k] = total[k] + wd * t.float() if k in total else wd * t.float()
     tensors = {k: t.to(dtypes[k]) if k in dtypes else t for k, t in total.items()}
     tokenizer = load_tokenizer_file(first) if tok_text is not None else None
-    meta = {k: v for k, v in meta.items() if k not in ("saved_at", "lmforge_version")}
-    meta["averaged_from"] = [{"path": str(d), "weight": round(x, 6)} for d, x in zip(dirs, w)]
-    return write_model_dir(out, cfg, tensors, tokenizer, meta)
+    return write_model_dir(out, cfg, tensors, tokenizer, _averaged_meta(meta, dirs, w))
+
+
+def _averaged_meta(first: ModelMeta, dirs: list[Path], weights: list[float]) -> ModelMeta:
+    """The first model's meta.json, its source now the average of ``dirs``."""
+    inputs = [AveragedInput(path=str(d), weight=round(x, 6)) for d, x in zip(dirs, weights)]
+    return first.with_fields(source=Source(kind="averaged", inputs=inputs, origin=first.source))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io.atomic import atomic_write
+from ..files.atomic import atomic_write
 
 _NAME = re.compile(r"^step_(\d{7,})\.pt$")
 

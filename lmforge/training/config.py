@@ -1,43 +1,13 @@
-"""The run config: everything `lmforge train CONFIG.toml` reads. Every field has a default;
-a TOML file only lists what it changes. ``docs/config.md`` documents each field."""
+"""``[train]``: the training engine's config (steps, batch, optimiser, schedule, precision,
+device, checkpoints). The whole run config (:class:`lmforge.tasks.RunConfig`) holds it with the
+model, data, tokenizer and task tables. ``docs/config.md`` documents each field."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from ..config import apply_overrides, from_dict, load_file
 from ..errors import ConfigError
-from ..models import ModelConfig
-from .classify_config import ClassifyConfig
-from .seq2seq_config import Seq2SeqConfig
-from .sft_config import SFTConfig
-
-
-@dataclass
-class TokenizerConfig:
-    kind: Literal["char", "bpe", "wordpiece", "unigram"] = "char"
-    """Tokenizer to train on the training data (ignored when ``path`` is set)."""
-    vocab_size: int = 4096
-    """Target vocabulary size for bpe/wordpiece/unigram (char takes every character seen)."""
-    path: str = ""
-    """An existing tokenizer.json (or a directory holding one) to use instead of training."""
-
-
-@dataclass
-class DataConfig:
-    path: str | list[str] = ""
-    """Text file(s), directories or JSONL files to train on."""
-    text_field: str = "text"
-    """Field holding the text in JSONL records."""
-    val_fraction: float = 0.1
-    """Share of the token stream held out for validation (the end of the data)."""
-    cache_dir: str = ""
-    """Where the tokenised memory-mapped arrays are cached; "" = OUT_DIR/data-cache."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction: must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass
@@ -97,48 +67,3 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"train.layer_decay: must be in (0, 1], got {self.layer_decay}")
-
-
-@dataclass
-class RunConfig:
-    out_dir: str = "runs/lm"
-    """The model directory written by this run (checkpoints, logs and plots go inside)."""
-    seed: int = 1337
-    """Seeds the model initialisation, dropout and the order of training batches."""
-    task: Literal["pretrain", "classify", "sft"] = "pretrain"
-    """pretrain = causal LM (decoder), masked LM (encoder) or, for seq2seq, what
-    [seq2seq] says (translation or span corruption), by model.arch; classify =
-    fine-tune an encoder for sequence classification, configured by [classify]; sft =
-    instruction-tune a pretrained causal LM (full, LoRA or QLoRA), configured by [sft]."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
-
-    @classmethod
-    def load(cls, path: str | None = None, overrides: list[str] | None = None,
-             preset: str | None = None) -> "RunConfig":
-        """Preset (if any) < config file (if any) < ``--set`` overrides."""
-        from .presets import preset_dict
-
-        data: dict = preset_dict(preset) if preset else {}
-        if path:
-            _deep_update(data, load_file(path))
-        apply_overrides(data, overrides or [])
-        where = f"{path}: " if path else ""
-        try:
-            return from_dict(cls, data)
-        except ConfigError as e:
-            raise ConfigError(f"{where}{e}") from None
-
-
-def _deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base

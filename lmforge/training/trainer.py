@@ -219,6 +219,70 @@ class Trainer:
         return es.should_stop
 
     # -- the loop ----------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        cfg = self.cfg
+        lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+                   max_steps=cfg.max_steps, schedule=cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def _train_step(self, bar) -> float:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the training loss. A
+        non-finite loss stops training with a TrainingError naming the last good checkpoint."""
+        cfg = self.cfg
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(cfg.grad_accum):
+            batch = _to_device(self.train_batch(self.step, micro, self.dist.rank), self.device)
+            sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
+            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                with self.autocast():
+                    loss = self.objective(self.train_model, batch) / cfg.grad_accum
+                self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        train_loss = float(loss_sum)
+        if not math.isfinite(train_loss):
+            if bar is not None:
+                bar.close()
+            last = latest_checkpoint(self.ckpt_dir)
+            where = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            raise TrainingError(
+                f"the training loss became {train_loss} at step {self.step + 1}: training "
+                f"diverged. Lower train.lr (now {cfg.lr:g}) or set train.grad_clip "
+                f"(now {cfg.grad_clip:g}); {where}, untouched")
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += self.tokens_per_step
+        return train_loss
+
+    def _progress_bar(self):
+        if not (self.cfg.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm  # (imported only when a bar is shown)
+
+        return tqdm(total=self.cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                    desc="train")
+
+    def _eval_and_save(self, log: MetricsLog | None, last_step: bool, out_of_time: bool) -> bool:
+        """Evaluate and write a checkpoint when one is due; True when early stopping says stop."""
+        cfg, stop = self.cfg, False
+        if self.step % cfg.eval_every == 0 or last_step or out_of_time:
+            if self.dist.is_main:
+                metrics = self.evaluate_metrics()
+                stop = metrics is not None and self._after_eval(metrics, log)
+            stop = broadcast_flag(stop, self.dist, self.device)
+            barrier(self.dist)
+        if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last_step \
+                or out_of_time or stop:
+            self.save()
+            barrier(self.dist)
+        return stop
+
     def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
         """Train to ``cfg.max_steps`` (or ``stop_at``, for tests that simulate a kill)."""
         cfg = self.cfg
@@ -226,50 +290,15 @@ class Trainer:
             self.resume()
         log = MetricsLog(self.out_dir, resume_step=self.step if resume else None) \
             if self.dist.is_main else None
-        bar = None
-        if cfg.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                       desc="train")
+        bar = self._progress_bar()
         self.model.train()
         end = min(cfg.max_steps, stop_at or cfg.max_steps)
         t_start, t_window, tok_window = time.perf_counter(), time.perf_counter(), 0
         elapsed0 = self.elapsed
         train_loss, stopped_early = math.nan, False
         while self.step < end:
-            lr = lr_at(self.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps,
-                       max_steps=cfg.max_steps, schedule=cfg.schedule)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            loss_sum = torch.zeros((), device=self.device)
-            for micro in range(cfg.grad_accum):
-                batch = _to_device(self.train_batch(self.step, micro, self.dist.rank), self.device)
-                sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-                ctx = contextlib.nullcontext() if sync else self.train_model.no_sync()
-                with ctx:
-                    with self.autocast():
-                        loss = self.objective(self.train_model, batch) / cfg.grad_accum
-                    self.scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            train_loss = float(loss_sum)
-            if not math.isfinite(train_loss):
-                if bar is not None:
-                    bar.close()
-                last = latest_checkpoint(self.ckpt_dir)
-                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
-                raise TrainingError(
-                    f"the training loss became {train_loss} at step {self.step + 1}: training "
-                    f"diverged. Lower train.lr (now {cfg.lr:g}) or set train.grad_clip "
-                    f"(now {cfg.grad_clip:g}); {where}, untouched")
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            self.tokens += self.tokens_per_step
+            lr = self._set_lr()
+            train_loss = self._train_step(bar)
             tok_window += self.tokens_per_step
             self.elapsed = elapsed0 + time.perf_counter() - t_start
             last_step = self.step == cfg.max_steps
@@ -286,17 +315,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             out_of_time = cfg.max_minutes > 0 and self.elapsed >= cfg.max_minutes * 60
-            stop = False
-            if self.step % cfg.eval_every == 0 or last_step or out_of_time:
-                if self.dist.is_main:
-                    metrics = self.evaluate_metrics()
-                    stop = metrics is not None and self._after_eval(metrics, log)
-                stop = broadcast_flag(stop, self.dist, self.device)
-                barrier(self.dist)
-            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last_step \
-                    or out_of_time or stop:
-                self.save()
-                barrier(self.dist)
+            stop = self._eval_and_save(log, last_step, out_of_time)
             if (out_of_time or stop) and not last_step:
                 stopped_early = True
                 break

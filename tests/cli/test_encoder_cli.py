@@ -103,7 +103,7 @@ def test_bad_input_messages(model, files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "column 'text'" in err and "'sentiment', 'review'" in err
     mlm = tmp_path / "mlm"
-    from lmforge.io import load_model_dir, save_model_dir
+    from lmforge.modeldir import load_model_dir, save_model_dir
     from lmforge.models import MaskedLM
 
     lm = load_model_dir(model)

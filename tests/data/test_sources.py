@@ -1,4 +1,4 @@
-"""Tests for lmforge.data.sources (reading files, directories, JSONL) and the built-in corpus."""
+"""Tests for lmforge.files.text (reading files, directories, JSONL) and the built-in corpus."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def chat_tokenizer():
     """A byte-level BPE trained on the shipped instruction set, with the ChatML tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from lmforge.finetune import ChatTemplate, builtin_instructions_path, read_sft_jsonl
+    from lmforge.data.chat import ChatTemplate, builtin_instructions_path, read_sft_jsonl
 
     texts = [ChatTemplate().render(c) for c in read_sft_jsonl(builtin_instructions_path())]
     tok = Tokenizer(models.BPE())

@@ -12,9 +12,9 @@ from lmforge.cli.main import main
 from lmforge.errors import DataError
 from lmforge.evaluation.forgetting import (compare_perplexity, forgetting_report,
                                            general_perplexity, read_text)
-from lmforge.io import load_model_dir
+from lmforge.modeldir import load_model_dir
 from lmforge.tasks import train_task
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
 
 SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare" \
     / "input.txt"
@@ -56,6 +56,7 @@ def sft(base_dir, texts, out, method="full", steps=30, general=True):
           "sft.val_fraction=0.2", f"train.max_steps={steps}", "train.batch_size=8",
           "train.lr=3e-3", "train.warmup_steps=3", "train.eval_every=100",
           "train.checkpoint_every=0", "train.progress=false", 'train.dtype="float32"',
+          # the old flat keys and sft.method, kept on purpose: older configs still load
           "sft.lora_rank=8", 'sft.lora_targets=["*.attn.*_proj", "*.ff.*_proj"]']
     if general:
         ov.append(f'sft.general_text="{texts["general"]}"')

@@ -34,7 +34,7 @@ def test_zero_b_leaves_outputs_unchanged(model, tokens):
 def test_defaults_and_report(model):
     cfg = LoRAConfig()
     assert (cfg.rank, cfg.alpha, cfg.dropout) == (8, 16.0, 0.0)
-    assert cfg.targets == ("*.attn.q_proj", "*.attn.v_proj")
+    assert cfg.targets == ["*.attn.q_proj", "*.attn.v_proj"]
     total = model.num_params()
     report = inject_lora(model, cfg)
     assert report.layers == [f"backbone.layers.{i}.attn.{p}_proj" for i in (0, 1) for p in "qv"]

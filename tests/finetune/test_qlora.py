@@ -95,7 +95,7 @@ def test_loading_a_model_directory_straight_into_nf4(tmp_path):
 
     from lmforge.errors import CheckpointError
     from lmforge.finetune import load_model_dir_nf4
-    from lmforge.io import save_model_dir
+    from lmforge.modeldir import save_model_dir
     from lmforge.tokenizers import train_tokenizer
 
     (tmp_path / "t.txt").write_text("abcdefghij klmnop " * 20, encoding="utf-8")

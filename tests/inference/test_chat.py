@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from lmforge.errors import ConfigError, GenerationError
 from lmforge.inference import ChatSession, GenerationConfig, GenerationSettings, render_chat
 from lmforge.inference.chat_template import CHATML
-from lmforge.io import save_model_dir
+from lmforge.modeldir import save_model_dir
 from lmforge.models import ModelConfig, build_model
 
 SMOLLM2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # noqa: E402
 from lmforge.errors import CheckpointError, ConfigError  # noqa: E402
 from lmforge.inference import GenerationConfig, generate  # noqa: E402
 from lmforge.interop.gguf import import_gguf  # noqa: E402
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 
 VOCAB, THETA, TOL = 320, 10000.0, 1e-4
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -280,8 +280,8 @@ def test_gguf_import(tokenizer, tmp_path, name):
     _compare(hf, lm.model, name)
     text = "the lazy fox <|endoftext|> jumps"
     assert lm.tokenizer.encode(text).ids == tokenizer.encode(text).ids
-    assert lm.meta["imported_from"]["format"] == "gguf"
-    assert lm.meta["imported_from"]["special_tokens"] == {"eos_token": "<|endoftext|>"}
+    assert lm.meta.source.kind == "imported" and lm.meta.source.format == "gguf"
+    assert lm.meta.source.special_tokens == {"eos_token": "<|endoftext|>"}
     if llama3:
         assert lm.config.rope_scaling == LLAMA3
 
@@ -397,7 +397,8 @@ def test_smollm_tokenizer_bos_and_generation_settings(tmp_path):
     assert pieces[0] == "<|im_start|>" and all(sum(c.isdigit() for c in p) <= 1 for p in pieces)
     assert tok.encode(text).ids != ref.encode(text).ids[1:]  # GPT-2's split alone differs
     assert lm.tokenizer.encode(text, add_special_tokens=False).ids == ref.encode(text).ids[1:]
-    gen = lm.meta["generation"]
-    assert gen["bos_token_id"] == 1 and gen["add_bos_token"] is True
-    assert gen["eos_token_ids"] == [2, 0, 3]  # eos, then <|endoftext|> and <|eot_id|>
-    assert gen["chat_template"] == template
+    gen = lm.meta.generation
+    assert gen.bos_token_id == 1 and gen.add_bos_token is True
+    assert gen.eos_token_ids == [2, 0, 3]  # eos, then <|endoftext|> and <|eot_id|>
+    assert gen.chat_template == template
+    assert gen.temperature is None  # the file has no general.sampling.* keys

@@ -14,9 +14,9 @@ from tokenizers import Tokenizer, models
 transformers = pytest.importorskip("transformers")
 
 from lmforge.errors import CheckpointError, ConfigError  # noqa: E402
-from lmforge.interop.hf_bert import (bert_config_from_hf, bert_heads_from_state_dict,  # noqa: E402
+from lmforge.interop.hf.bert import (bert_config_from_hf, bert_heads_from_state_dict,  # noqa: E402
                                      bert_state_dict_from_hf, import_bert_dir)
-from lmforge.io import load_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir  # noqa: E402
 from lmforge.models import MaskedLM, build_model, pool  # noqa: E402
 
 V = 99
@@ -136,7 +136,7 @@ def test_lmforge_import_routes_bert_directories(tmp_path, capsys):
     assert "family            bert" in capsys.readouterr().out
     lm = load_model_dir(tmp_path / "lm")
     assert isinstance(lm.model, MaskedLM)
-    assert lm.meta["imported_from"]["family"] == "bert"
+    assert lm.meta.source.family == "bert" and lm.meta.source.format == "hf-bert"
     ids, types, mask = inputs()
     with torch.no_grad():
         ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).logits
@@ -147,7 +147,7 @@ def test_lmforge_import_routes_bert_directories(tmp_path, capsys):
     half = import_hf(src, tmp_path / "lm16", dtype="bfloat16")
     with safe_open(str(half / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
-    assert load_model_dir(half).meta["imported_from"]["dtype"] == "bfloat16"
+    assert load_model_dir(half).meta.source.dtype == "bfloat16"
 
 
 def test_bad_checkpoints_have_clear_errors(tmp_path):
@@ -191,7 +191,8 @@ def minilm(tmp_path_factory):
 def test_minilm_token_embeddings_match_transformers(minilm):
     lm, ref, (ids, types, mask) = minilm
     assert lm.config.n_layer == 6 and lm.config.d_model == 384 and lm.config.heads == "none"
-    assert lm.meta["sentence_embedding"] == {"pooling": "mean", "normalize": True}
+    assert (lm.meta.sentence_embedding.pooling, lm.meta.sentence_embedding.normalize) == \
+        ("mean", True)
     with torch.no_grad():
         want = ref(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).last_hidden_state
         got = lm.model.encoder(ids, types, mask)

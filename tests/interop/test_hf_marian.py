@@ -19,7 +19,7 @@ from lmforge.inference.translate import (Seq2SeqTokens, Translator, beam_search,
                                          greedy_decode)
 from lmforge.interop import export_hf, import_hf  # noqa: E402
 from lmforge.interop.hf.marian import config_from_hf, state_dict_from_hf  # noqa: E402
-from lmforge.io import load_model_dir, save_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir, save_model_dir  # noqa: E402
 from lmforge.models import ModelConfig, build_model  # noqa: E402
 
 VOCAB, EOS, UNK, PAD = 100, 0, 1, 99  # Marian's layout: </s> 0, <unk> 1, <pad> last
@@ -105,8 +105,9 @@ def test_import_config_and_tokens(imported):
         "seq2seq", False, "sinusoidal", "silu")
     assert cfg.scale_embeddings and cfg.output_bias and cfg.tie_embeddings and cfg.share_embeddings
     assert (cfg.n_layer, cfg.n_encoder_layer, cfg.d_ff, cfg.context_length) == (2, 2, 64, 64)
-    assert lm.meta["seq2seq_tokens"] == {"start": "<pad>", "eos": "</s>", "pad": "<pad>"}
-    assert lm.meta["imported_from"]["family"] == "marian"
+    t = lm.meta.seq2seq_tokens
+    assert (t.start, t.eos, t.pad) == ("<pad>", "</s>", "<pad>")
+    assert lm.meta.source.family == "marian"
     tokens = Seq2SeqTokens.from_tokenizer(lm.tokenizer, lm.meta)
     assert (tokens.start, tokens.eos, tokens.pad) == (PAD, EOS, PAD)
 

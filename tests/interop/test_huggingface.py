@@ -16,7 +16,7 @@ from lmforge.errors import CheckpointError, ConfigError  # noqa: E402
 from lmforge.inference import GenerationConfig, generate  # noqa: E402
 from lmforge.interop import export_hf, import_hf  # noqa: E402
 from lmforge.interop.hf.files import byte_level_bpe  # noqa: E402
-from lmforge.io import load_model_dir, save_model_dir  # noqa: E402
+from lmforge.modeldir import load_model_dir, save_model_dir  # noqa: E402
 from lmforge.models import ModelConfig, build_model  # noqa: E402
 
 VOCAB = 320  # model vocabulary; the tokenizer has fewer tokens
@@ -82,7 +82,7 @@ def test_gpt2(tokenizer, tmp_path):
     _, back = _round_trip(hf, src, tmp_path, "gpt2")
     assert type(back).__name__ == "GPT2LMHeadModel"
     imported = load_model_dir(tmp_path / "lmforge")
-    assert imported.meta["imported_from"]["family"] == "gpt2"
+    assert imported.meta.source.family == "gpt2"
     # the tokenizer built from vocab.json + merges.txt encodes like the original, and the
     # exported tokenizer loads in transformers
     text = "the lazy fox holds checkpoints"
@@ -160,7 +160,7 @@ def test_import_dtype(tokenizer, tmp_path):
     hf = _llama(LLAMA_VARIANTS["tied"])
     lm = load_model_dir(import_hf(_save_hf(hf, tokenizer, tmp_path / "hf"), tmp_path / "bf16",
                                   dtype="bfloat16"))
-    assert lm.meta["imported_from"]["dtype"] == "bfloat16"
+    assert lm.meta.source.dtype == "bfloat16"
 
 
 FRESH = {
@@ -250,7 +250,7 @@ def test_generation_settings_recorded(tokenizer, tmp_path):
     (src / "tokenizer_config.json").write_text(json.dumps(tc))
     lm = load_model_dir(import_hf(src, tmp_path / "lm"))
     eot = tokenizer.token_to_id("<|endoftext|>")
-    assert lm.meta["generation"]["eos_token_ids"] == [5, 7, eot]
+    assert lm.meta.generation.eos_token_ids == [5, 7, eot]
     s = generation_settings(lm.meta, lm.tokenizer)
     assert (s.eos_token_ids, s.bos_token_id, s.chat_template) == ([5, 7, eot], 3, tc["chat_template"])
     trained = generation_settings({}, tokenizer)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmforge.cli.main import main
-from lmforge.io import load_model_dir
+from lmforge.modeldir import load_model_dir
 
 QUESTION = "What is the capital of France?"
 
@@ -42,13 +42,14 @@ def test_import(smollm2, capsys):
     assert (c.vocab_size, c.context_length, c.rope_theta) == (49152, 8192, 1e5)
     assert c.tie_embeddings
     assert lm.model.lm_head.weight is lm.model.backbone.embed.weight
-    src = lm.meta["imported_from"]
-    assert src["format"] == "gguf" and src["tensor_types"] == ["F32", "Q4_1", "Q8_0"]
-    gen = lm.meta["generation"]
+    src = lm.meta.source
+    assert src.format == "gguf" and src.tensor_types == ["F32", "Q4_1", "Q8_0"]
+    gen = lm.meta.generation
     tok = lm.tokenizer
-    assert [tok.id_to_token(i) for i in gen["eos_token_ids"]] == ["<|im_end|>", "<|endoftext|>"]
-    assert tok.id_to_token(gen["bos_token_id"]) == "<|im_start|>"
-    assert "<|im_start|>" in gen["chat_template"] and not gen["add_bos_token"]
+    assert [tok.id_to_token(i) for i in gen.eos_token_ids] == ["<|im_end|>", "<|endoftext|>"]
+    assert tok.id_to_token(gen.bos_token_id) == "<|im_start|>"
+    assert "<|im_start|>" in gen.chat_template and not gen.add_bos_token
+    assert gen.temperature is None and gen.top_p is None  # the GGUF records no sampling keys
     assert main(["info", str(smollm2)]) == 0
     out = capsys.readouterr().out
     assert "SmolLM2-135M-Instruct.Q4_1.gguf (gguf" in out and "stops at <|im_end|>" in out

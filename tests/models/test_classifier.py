@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, models
 
 from lmforge.errors import ConfigError
-from lmforge.io import load_model_dir, save_model_dir
+from lmforge.modeldir import load_model_dir, save_model_dir
 from lmforge.models import MaskedLM, ModelConfig, SequenceClassifier, build_model, model_kind, pool
 from lmforge.objectives import class_weights, classification_loss
 from lmforge.training import Trainer, TrainConfig

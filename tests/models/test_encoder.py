@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, models
 
 from lmforge.errors import ConfigError
-from lmforge.io import load_model_dir, save_model_dir
+from lmforge.modeldir import load_model_dir, save_model_dir
 from lmforge.models import (EncoderModel, MaskedLM, ModelConfig, Transformer, build_model, pool)
 
 V = 50

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from lmforge.errors import ConfigError, DataError, TokenizerError
-from lmforge.io import load_model_dir
+from lmforge.modeldir import load_model_dir
 from lmforge.models import MaskedLM, ModelConfig, build_model
 from lmforge.objectives import mask_tokens, mlm_nsp_loss, special_tokens_mask
 from lmforge.tasks import train_task
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
 
 MASK, V = 4, 1000
 

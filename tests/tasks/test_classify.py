@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.inference import Classifier
-from lmforge.io import load_model_dir
+from lmforge.modeldir import load_model_dir
 from lmforge.models import SequenceClassifier
 from lmforge.tasks import train_task
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
 
 
 @pytest.fixture(scope="module")

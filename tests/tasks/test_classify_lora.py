@@ -15,14 +15,14 @@ from safetensors.torch import load_file
 from lmforge.errors import ConfigError
 from lmforge.finetune import load_adapter, lora_layers
 from lmforge.inference import Classifier
-from lmforge.io import load_model_dir
+from lmforge.modeldir import load_model_dir
 from lmforge.models import SequenceClassifier
 from lmforge.tasks import train_task
 from lmforge.tasks.classify import init_classifier
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint
 
-LORA = dict(classify__mode='"lora"', classify__lora_rank=4, classify__pooling='"mean"',
+LORA = dict(classify__mode='"lora"', classify__lora__rank=4, classify__pooling='"mean"',
             train__lr=3e-2)
 HEAD = ["head.proj.bias", "head.proj.weight"]
 
@@ -106,7 +106,7 @@ def test_the_merged_model_directory_gives_the_adapted_models_logits(lora_run):
 
 def test_checkpoints_hold_adapters_and_head_and_resume_exactly(tmp_path, data, lora_run):
     tok = lora_run.out_dir / "tokenizer.json"  # the same tokenizer for both runs
-    kw = dict(tokenizer__path=f'"{tok}"', model__dropout=0.1, classify__lora_dropout=0.1)
+    kw = dict(tokenizer__path=f'"{tok}"', model__dropout=0.1, classify__lora__dropout=0.1)
     full = train_task(cfg(tmp_path / "full", data, **kw))
     c = cfg(tmp_path / "cut", data, **kw)
     train_task(c, stop_at=30)  # "killed" after step 30 (checkpoint at 20)
@@ -136,7 +136,7 @@ def mlm_dir(tmp_path_factory, data) -> Path:
 def test_qlora_from_a_pretrained_encoder_and_the_adapter_on_its_base(tmp_path, data, mlm_dir):
     r = train_task(cfg(tmp_path / "q", data, classify__mode='"qlora"', train__lr=1e-2,
                        classify__init_from=f'"{mlm_dir}"',
-                       classify__lora_targets='["*.attn.*_proj", "*.ff.*_proj"]'))
+                       classify__lora__targets='["*.attn.*_proj", "*.ff.*_proj"]'))
     meta = json.loads((tmp_path / "q" / "meta.json").read_text())
     assert meta["lora"]["nf4_bytes_per_param"] < 0.6 and meta["lora"]["layers"] == 6
     assert r.metrics["dev_accuracy"] >= 0.85  # measured 0.95
@@ -155,14 +155,18 @@ def test_qlora_from_a_pretrained_encoder_and_the_adapter_on_its_base(tmp_path, d
 
 
 def test_lora_config_errors_name_the_classify_fields(tmp_path, data):
-    with pytest.raises(ConfigError, match=r"classify.lora_targets: pattern\(s\) '\*.attn.nope'"):
-        train_task(cfg(tmp_path / "e", data, classify__lora_targets='["*.attn.nope"]'))
-    with pytest.raises(ConfigError, match=r"classify.lora_rank = 64 is larger"):
-        train_task(cfg(tmp_path / "e", data, classify__lora_rank=64, classify__lora_targets=
+    with pytest.raises(ConfigError, match=r"classify.lora.targets: pattern\(s\) '\*.attn.nope'"):
+        train_task(cfg(tmp_path / "e", data, classify__lora__targets='["*.attn.nope"]'))
+    with pytest.raises(ConfigError, match=r"classify.lora.rank = 64 is larger"):
+        train_task(cfg(tmp_path / "e", data, classify__lora__rank=64, classify__lora__targets=
                        '["*.attn.q_proj"]'))
-    with pytest.raises(ConfigError, match="classify.lora_rank: must be a positive integer"):
-        cfg(tmp_path / "e", data, classify__lora_rank=0)
-    with pytest.raises(ConfigError, match="classify.lora_dropout"):
-        cfg(tmp_path / "e", data, classify__lora_dropout=1.5)
+    with pytest.raises(ConfigError, match=r"^classify\.lora\.rank: must be a positive integer"):
+        cfg(tmp_path / "e", data, classify__lora__rank=0)
+    # the old flat key still loads; given next to its new name, it is refused
+    with pytest.raises(ConfigError, match=r"classify\.lora_rank is the old name of "
+                                          r"classify\.lora\.rank and both are given"):
+        cfg(tmp_path / "e", data, classify__lora_rank=2)
+    with pytest.raises(ConfigError, match=r"^classify\.lora\.dropout: must be in \[0, 1\)"):
+        cfg(tmp_path / "e", data, classify__lora__dropout=1.5)
     with pytest.raises(ConfigError, match="classify.mode"):
         cfg(tmp_path / "e", data, classify__mode='"adapter"')

@@ -14,7 +14,7 @@ import pytest
 from encoder_helpers import minilm_dir, sst_file
 
 from lmforge.tasks import train_task
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
 
 pytestmark = pytest.mark.realdata
 
@@ -29,7 +29,7 @@ def sst_overrides(out) -> list[str]:
 def test_sst2_slice_beats_the_majority_baseline(tmp_path):
     src = minilm_dir()
     if src is not None:
-        from lmforge.interop.hf_bert import import_bert_dir
+        from lmforge.interop.hf.bert import import_bert_dir
 
         init = import_bert_dir(src, tmp_path / "minilm")
         extra = [f'classify.init_from="{init}"', 'classify.mode="head-only"', "classify.limit=400",

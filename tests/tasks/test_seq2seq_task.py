@@ -13,9 +13,9 @@ from lmforge.cli.main import main
 from lmforge.config import from_dict
 from lmforge.errors import ConfigError, DataError
 from lmforge.inference.translate import DecodeConfig, Translator
-from lmforge.io import load_model_dir
+from lmforge.modeldir import load_model_dir
 from lmforge.tasks import train_task
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
 
 MULTI30K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "multi30k"
 
@@ -136,7 +136,7 @@ def test_separate_source_and_target_tokenizers(tmp_path):
     m = run.model
     assert m.encoder.embed is not m.decoder.embed
     assert m.encoder.embed.weight.shape[0] == m.cfg.src_vocab_size != m.cfg.vocab_size
-    from lmforge.cli.translate_commands import load_translator
+    from lmforge.tasks.evaluate import load_translator
 
     tr = load_translator(str(run.out_dir))
     assert tr.src_tokenizer.token_to_id("a") is not None and tr.tokenizer.token_to_id("a") is None

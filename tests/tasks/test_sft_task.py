@@ -5,12 +5,15 @@ import json
 import pytest
 import torch
 
-from lmforge.finetune import builtin_instructions_path, load_adapter
-from lmforge.io import load_model_dir, save_model_dir
+from lmforge.data.chat import builtin_instructions_path
+from lmforge.finetune import load_adapter
+from lmforge.errors import ConfigError
+from lmforge.modeldir import Generation, ModelMeta, load_model_dir, save_model_dir
 from lmforge.models import ModelConfig, build_model
 from lmforge.tasks import train_task
 from lmforge.tokenizers import train_tokenizer
-from lmforge.training import RunConfig
+from lmforge.tasks import RunConfig
+from lmforge.tasks.sft import sft_pad_id
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint
 
 
@@ -29,13 +32,18 @@ def base_dir(tmp_path_factory):
 
 
 def run(base_dir, out, method, steps=40, extra=(), **kw):
-    cfg = RunConfig.load(None, [*extra, 
-        'task="sft"', f'out_dir="{out}"', f'sft.init_from="{base_dir}"', f'sft.method="{method}"',
+    return train_task(sft_config(base_dir, out, method, steps, extra), **kw)
+
+
+def sft_config(base_dir, out, method, steps=40, extra=(), after=()):
+    """The run config of :func:`run`; ``after`` overrides come last (they win)."""
+    return RunConfig.load(None, [*extra,
+        'task="sft"', f'out_dir="{out}"', f'sft.init_from="{base_dir}"', f'sft.mode="{method}"',
         "sft.max_length=192", "sft.val_fraction=0.2", f"train.max_steps={steps}",
         "train.batch_size=4", "train.lr=3e-3", "train.warmup_steps=5", "train.eval_every=20",
         "train.checkpoint_every=20", "train.progress=false", 'train.dtype="float32"',
-        'sft.lora_targets=["*.attn.q_proj", "*.attn.v_proj", "*.ff.up_proj"]', "sft.lora_rank=4"])
-    return train_task(cfg, **kw)
+        'sft.lora.targets=["*.attn.q_proj", "*.attn.v_proj", "*.ff.up_proj"]', "sft.lora.rank=4",
+        *after])
 
 
 def test_lora_sft_trains_adapters_only_and_lowers_heldout_loss(base_dir, tmp_path):
@@ -92,7 +100,7 @@ def test_generate_with_adapter_flag(base_dir, tmp_path, capsys):
 def test_adapter_checkpoints_are_small_and_resume_exactly(base_dir, tmp_path, method):
     from safetensors.torch import load_file
 
-    extra = ["sft.lora_dropout=0.1"]  # dropout: the RNG state must come back too
+    extra = ["sft.lora.dropout=0.1"]  # dropout: the RNG state must come back too
     full = run(base_dir, tmp_path / "full", method, extra=extra)
     cut = run(base_dir, tmp_path / "cut", method, extra=extra, stop_at=30)  # checkpoint at 20
     assert cut.result.step == 30 and not (tmp_path / "cut" / "model.safetensors").exists()
@@ -109,3 +117,54 @@ def test_adapter_checkpoints_are_small_and_resume_exactly(base_dir, tmp_path, me
     # measured: 62 KB (lora and qlora) against 283 KB of weights alone; whole-model
     # checkpoints were 352 KB (lora), 191 KB (qlora, NF4 codes) and 882 KB (full)
     assert ckpt.stat().st_size < (tmp_path / "cut" / "model.safetensors").stat().st_size / 4
+
+
+def test_resume_is_checked_against_the_runs_config(base_dir, tmp_path):
+    run(base_dir, tmp_path / "r", "lora", steps=2)  # run.toml + a checkpoint at step 2
+    assert (tmp_path / "r" / "run.toml").is_file()
+    changed = sft_config(base_dir, tmp_path / "r", "lora", steps=2, after=["sft.lora.rank=8"])
+    with pytest.raises(ConfigError, match=r"--resume: sft\.lora\.rank differs .*4, now 8"):
+        train_task(changed, resume=True)
+
+
+TEMPLATE = ("{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<<assistant>> {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_base_dir(base_dir, tmp_path_factory):
+    """The tiny base with generation settings in its meta.json, as an import writes them."""
+    d = tmp_path_factory.mktemp("chat-base")
+    lm = load_model_dir(base_dir)
+    eos = lm.tokenizer.token_to_id("<|endoftext|>")
+    meta = ModelMeta(generation=Generation(chat_template=TEMPLATE, eos_token_ids=[eos, 3],
+                                           temperature=0.6))
+    save_model_dir(d, lm.model, lm.tokenizer, meta)
+    return d
+
+
+def test_merged_directory_keeps_the_bases_chat_template_and_stop_tokens(chat_base_dir, tmp_path):
+    base_gen = json.loads((chat_base_dir / "meta.json").read_text())["generation"]
+    for method in ("lora", "full"):
+        run(chat_base_dir, tmp_path / method, method, steps=2)
+        meta = json.loads((tmp_path / method / "meta.json").read_text())
+        gen = meta["generation"]
+        assert gen["chat_template"] == TEMPLATE, method
+        assert gen["eos_token_ids"] == base_gen["eos_token_ids"] and gen["temperature"] == 0.6
+    # sft.template replaces the base's: the directory records the template it trained with
+    other = TEMPLATE.replace("<<", "[[").replace(">>", "]]")
+    run(chat_base_dir, tmp_path / "own", "lora", steps=2,
+        extra=[f"sft.template={json.dumps(other)}"])
+    gen = json.loads((tmp_path / "own" / "meta.json").read_text())["generation"]
+    assert gen["chat_template"] == other and gen["eos_token_ids"] == base_gen["eos_token_ids"]
+
+
+def test_pad_id_tokenizer_then_generation_then_eos(base_dir):
+    tok = load_model_dir(base_dir).tokenizer
+    eos = tok.token_to_id("<|endoftext|>")
+    assert sft_pad_id(tok, ModelMeta()) == eos  # no pad token, no settings: the eos token
+    assert sft_pad_id(tok, ModelMeta(generation=Generation(eos_token_ids=[7]))) == 7
+    assert sft_pad_id(tok, ModelMeta(generation=Generation(pad_token_id=5,
+                                                           eos_token_ids=[7]))) == 5
+    tok.enable_padding(pad_id=9)
+    assert sft_pad_id(tok, ModelMeta(generation=Generation(pad_token_id=5))) == 9

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lmforge.cli.main import main
 from lmforge.errors import CheckpointError
-from lmforge.io import load_model_dir, save_model_dir
+from lmforge.modeldir import load_model_dir, save_model_dir
 from lmforge.models import ModelConfig, build_model
 from lmforge.training import average_model_dirs
 
@@ -46,7 +46,9 @@ def test_mean_and_weighted_mean_of_the_weights(tmp_path):
     lm = load_model_dir(tmp_path / "soup")  # an ordinary model directory
     meta = json.loads((tmp_path / "soup" / "meta.json").read_text())
     assert meta["classifier"]["labels"] == ["neg", "pos"]
-    assert [a["weight"] for a in meta["averaged_from"]] == pytest.approx([1 / 3] * 3)
+    assert meta["source"]["kind"] == "averaged"
+    assert [a["weight"] for a in meta["source"]["inputs"]] == pytest.approx([1 / 3] * 3)
+    assert lm.meta.source.inputs[0].path == str(dirs[0])
     ids = torch.tensor([[2, 3, 4]])
     want = build_model(lm.config)
     want.load_state_dict({k: v for k, v in soup.items()}, strict=False)

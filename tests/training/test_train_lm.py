@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from lmforge.errors import CheckpointError, TrainingError
 from lmforge.tasks.lm import train_lm
-from lmforge.training import RunConfig, Trainer, TrainConfig
+from lmforge.tasks import RunConfig
+from lmforge.training import Trainer, TrainConfig
 from lmforge.training.checkpoint import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,6 +9,8 @@ and says which lmforge configs it cannot represent (``export_problems``).
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from ...errors import CheckpointError, ConfigError
+from ...modeldir.directory import DTYPES
 from ...models import ModelConfig
 
 Tensors = dict[str, torch.Tensor]
@@ -111,3 +114,42 @@ def lm_head_from_hf(src: Mapping[str, torch.Tensor], cfg: ModelConfig, embed: st
 def lm_head_to_hf(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Tensors:
     """HF leaves the tied output matrix out of the checkpoint and ties it on load."""
     return {} if cfg.tie_embeddings else {"lm_head.weight": take(sd, "lm_head.weight").contiguous()}
+
+
+_BUFFERS = re.compile(r"(^|\.)attn\.(bias|masked_bias)$|rotary_emb\.inv_freq$")
+"""Non-weight buffers some checkpoints carry (GPT-2's causal mask, old Llama's RoPE table)."""
+
+
+def own_storage(tensors: dict[str, torch.Tensor]) -> Tensors:
+    """Copy tensors that share memory with an earlier one (safetensors refuses shared memory)."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr()
+        out[name] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return out
+
+
+def unused_tensors(weights: Mapping[str, torch.Tensor], used: Mapping[str, torch.Tensor],
+                   family: Family, cfg: ModelConfig) -> list[str]:
+    """Checkpoint tensors the conversion did not read: parts the family does not model."""
+    strip = lambda name: name.removeprefix(family.prefix)  # noqa: E731
+    read = {strip(k) for k in used} | ({"lm_head.weight"} if cfg.tie_embeddings else set())
+    return sorted(k for k in weights if strip(k) not in read and not _BUFFERS.search(k))
+
+
+def cast_tensors(tensors: Tensors, dtype: str | None) -> Tensors:
+    """Floating-point tensors cast to ``dtype`` (float32, bfloat16, float16; None: as they are)."""
+    if dtype is None:
+        return tensors
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    return {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def dtype_name(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The floating-point dtype most of the weights have ("float32", "bfloat16", ...)."""
+    floats = Counter(str(t.dtype).removeprefix("torch.") for t in tensors.values()
+                     if t.is_floating_point())
+    return floats.most_common(1)[0][0] if floats else "float32"

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from ...errors import CheckpointError, ConfigError, TokenizerError
+from ...modeldir.meta import Generation
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -150,10 +151,29 @@ def chat_template(src: Path) -> str | None:
     return None
 
 
-def generation_settings(src: Path, hf: dict, tokenizer: Tokenizer) -> dict:
-    """meta.json's ``generation`` entry for a Hugging Face directory: BOS id, the ids that end
+SAMPLING_KEYS = {"temperature": float, "top_k": int, "top_p": float, "repetition_penalty": float,
+                 "do_sample": bool}
+"""generation_config.json's sampling defaults that meta.json's ``generation`` records."""
+
+
+def sampling_defaults(gen: dict) -> dict:
+    """The model's recommended sampling settings in a generation_config.json (those of the
+    right type; a value of another type is left out)."""
+    out = {}
+    for key, kind in SAMPLING_KEYS.items():
+        value = gen.get(key)
+        if isinstance(value, bool) != (kind is bool):
+            continue
+        if isinstance(value, kind) or (kind is float and isinstance(value, int)):
+            out[key] = kind(value)
+    return out
+
+
+def generation_settings(src: Path, hf: dict, tokenizer: Tokenizer) -> Generation:
+    """meta.json's ``generation`` record for a Hugging Face directory: BOS id, the ids that end
     generation (generation_config.json's eos_token_id, which may be a list, config.json's,
-    and the tokenizer's eos_token) and the chat template."""
+    and the tokenizer's eos_token), the chat template and generation_config.json's sampling
+    defaults (temperature, top_k, top_p, repetition_penalty, do_sample)."""
     f = src / "generation_config.json"
     gen = read_json(f) if f.is_file() else {}
     named = special_tokens(src)
@@ -163,6 +183,6 @@ def generation_settings(src: Path, hf: dict, tokenizer: Tokenizer) -> dict:
     bos = (_ids(gen.get("bos_token_id")) + _ids(hf.get("bos_token_id"))
            + _ids(by_name.get("bos_token")) or [None])[0]
     pad = (_ids(gen.get("pad_token_id")) + _ids(hf.get("pad_token_id")) + [None])[0]
-    out = {"bos_token_id": bos, "eos_token_ids": list(dict.fromkeys(eos)), "pad_token_id": pad,
-           "chat_template": chat_template(src)}
-    return {k: v for k, v in out.items() if v not in (None, [])}
+    return Generation(bos_token_id=bos, eos_token_ids=list(dict.fromkeys(eos)) or None,
+                      pad_token_id=pad, chat_template=chat_template(src),
+                      **sampling_defaults(gen if isinstance(gen, dict) else {}))

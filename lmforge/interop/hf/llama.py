@@ -6,8 +6,11 @@ checkpoints, which are the same network:
 
 Per model type: Llama may have ``attention_bias`` (q/k/v/o) and ``mlp_bias``; Mistral has no
 biases; Qwen2 has q/k/v biases but none on o_proj (imported as a zero o_proj bias). A sliding
-attention window (Mistral, Qwen2 with use_sliding_window) equals full attention for sequences no
-longer than the window, so the imported context_length is capped at the window.
+attention window on every layer (Mistral; Qwen2 with use_sliding_window and all layers sliding)
+is imported exactly: ``attention = "sliding_window"``, ``attention_window`` = the window, and
+the real context length; such a model exports as ``MistralForCausalLM`` with its
+``sliding_window``. A window on only some layers (Qwen2's max_window_layers) equals full
+attention for sequences no longer than the window, so there context_length is capped at it.
 The tensor names are the same as lmforge's up to renaming, so one table serves both directions.
 """
 
@@ -55,12 +58,20 @@ def _rope(hf: dict, family: str) -> tuple[float, dict[str, Any] | None]:
     return theta, {"rope_type": kind, **{k: params[k] for k in ROPE_SCALING[kind] if k in params}}
 
 
-def _sliding_window(hf: dict, model_type: str) -> int | None:
+def _sliding_window(hf: dict, model_type: str) -> tuple[int | None, bool]:
+    """(window, whether every layer slides); (None, False) = full attention everywhere."""
     if model_type == "llama" or (model_type == "qwen2" and not hf.get("use_sliding_window")):
-        return None
-    if "sliding_attention" not in hf.get("layer_types", ["sliding_attention"]):
-        return None
-    return hf.get("sliding_window", 4096 if model_type == "mistral" else None)
+        return None, False
+    window = hf.get("sliding_window", 4096)  # transformers' default for both
+    if not window:
+        return None, False
+    types = hf.get("layer_types")
+    if types is None and model_type == "qwen2":  # as transformers' Qwen2Config derives them
+        first = hf.get("max_window_layers", 28)
+        types = ["sliding_attention" if i >= first else "full_attention"
+                 for i in range(hf.get("num_hidden_layers", 0))]
+    sliding = [t == "sliding_attention" for t in types or ["sliding_attention"]]
+    return (window, all(sliding)) if any(sliding) else (None, False)
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
@@ -72,8 +83,10 @@ def config_from_hf(hf: dict) -> ModelConfig:
     head_dim = hf.get("head_dim") or d // heads
     kv = hf.get("num_key_value_heads") or heads
     context = hf.get("max_position_embeddings") or DEFAULT_CONTEXT[mt]
-    if window := _sliding_window(hf, mt):
+    window, every_layer = _sliding_window(hf, mt)
+    if window and not every_layer:  # some layers slide: exact up to the window only
         context = min(context, window)
+    attention = dict(attention="sliding_window", attention_window=window) if every_layer else {}
     attn_bias, ff_bias = {"mistral": (False, False), "qwen2": (True, False)}.get(
         mt, (hf.get("attention_bias", False), hf.get("mlp_bias", False)))
     return ModelConfig(
@@ -84,11 +97,15 @@ def config_from_hf(hf: dict) -> ModelConfig:
         d_ff=need(hf, "intermediate_size", mt), activation="swiglu", norm="rmsnorm",
         norm_eps=hf.get("rms_norm_eps", 1e-6), prenorm=True, positional="rope", rope_theta=theta,
         rope_scaling=scaling, bias=False, attn_bias=True if attn_bias else None,
-        ff_bias=True if ff_bias else None, tie_embeddings=hf.get("tie_word_embeddings", False))
+        ff_bias=True if ff_bias else None, tie_embeddings=hf.get("tie_word_embeddings", False),
+        **attention)
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
-    return {"vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+    """Llama's config.json entries; with a sliding window, Mistral's (Llama has none)."""
+    window = {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+              "sliding_window": cfg.attention_window} if cfg.attention_window else {}
+    return window | {"vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
             "intermediate_size": cfg.ff_dim, "num_hidden_layers": cfg.n_layer,
             "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head or cfg.n_head,
             "head_dim": cfg.dim_head, "hidden_act": "silu",
@@ -104,6 +121,9 @@ def export_problems(cfg: ModelConfig) -> list[str]:
                    activation=("swiglu",))
     if cfg.d_model % cfg.n_head:
         out.append(f"d_model={cfg.d_model} (transformers needs a multiple of n_head={cfg.n_head})")
+    if cfg.attention_window and (cfg.use_attn_bias or cfg.use_ff_bias):
+        out.append(f"attention_window={cfg.attention_window} with biases (a sliding window "
+                   "exports as Mistral, which has no biases)")
     return out
 
 

@@ -43,9 +43,14 @@ from pathlib import Path
 
 import torch
 
+from ...blocks.positions import sinusoidal_table
 from ...errors import CheckpointError, ConfigError, TokenizerError
+from ...modeldir.directory import check_tensors, check_vocab, write_model_dir
+from ...modeldir.meta import ModelMeta, Seq2SeqTokenNames, Source
 from ...models import ModelConfig
-from .base import ACTIVATIONS, Family, Tensors, hf_option, need, problems, take
+from .base import (ACTIVATIONS, Family, Tensors, cast_tensors, dtype_name, hf_option, need,
+                   own_storage, problems, take, unused_tensors)
+from .files import read_hf_config, read_hf_tokenizer, read_hf_weights, special_tokens
 
 NAME = "marian"
 PREFIX = "model."
@@ -82,8 +87,6 @@ def marian_order(dim: int) -> torch.Tensor:
 def marian_positions(n_pos: int, dim: int) -> torch.Tensor:
     """The position table MarianMT computes (sines in the first half, cosines in the second),
     from lmforge's interleaved table.  (L, C)"""
-    from ...blocks.positions import sinusoidal_table
-
     return sinusoidal_table(n_pos, dim)[:, marian_order(dim)]
 
 
@@ -283,8 +286,6 @@ def _fit_checkpoint(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> Model
 
 def read_tokenizer(src: Path):
     """tokenizer.json; Marian's own SentencePiece files are not read (see the error)."""
-    from .files import read_hf_tokenizer
-
     if (src / "tokenizer.json").is_file():
         return read_hf_tokenizer(src)
     spm = [n for n in ("source.spm", "target.spm", "vocab.json") if (src / n).is_file()]
@@ -316,10 +317,6 @@ def seq2seq_token_names(tokenizer, hf: dict, where: str) -> dict[str, str]:
 def import_dir(src: Path, out: Path, dtype: str | None = None) -> Path:
     """Convert a MarianMT directory (config.json, weights, tokenizer.json) into an lmforge
     model directory; meta.json records the source and the ``seq2seq_tokens``."""
-    from ...io.model_dir import check_tensors, check_vocab, write_model_dir
-    from ..huggingface import SOURCE_KEY, _cast, _dtype_name, _own_storage, _unused
-    from .files import read_hf_config, read_hf_weights, special_tokens
-
     src = Path(src)
     where = str(src)
     hf = read_hf_config(src)
@@ -330,20 +327,20 @@ def import_dir(src: Path, out: Path, dtype: str | None = None) -> Path:
     weights = _hf_names(read_hf_weights(src))
     cfg = _fit_checkpoint(weights, cfg)
     tensors = state_dict_from_hf(weights, cfg)
-    unused = _unused(weights, state_dict_to_hf(tensors, cfg), FAMILY, cfg)
+    unused = unused_tensors(weights, state_dict_to_hf(tensors, cfg), FAMILY, cfg)
     if unused:
         more = ", ..." if len(unused) > 5 else ""
         raise CheckpointError(f"{where}: the checkpoint has tensors a plain MarianMTModel does "
                               f"not have ({', '.join(unused[:5])}{more}); this variant is not "
                               "supported")
     check_tensors(cfg, tensors, where)
-    tensors = _own_storage(_cast(tensors, dtype))
-    source = {"format": "huggingface", "path": str(src.resolve()),
-              "special_tokens": special_tokens(src), "family": NAME,
-              "model_type": hf.get("model_type"), "dtype": _dtype_name(tensors),
-              "config": hf}
-    return write_model_dir(out, cfg, tensors, tokenizer,
-                           {SOURCE_KEY: source, "seq2seq_tokens": tokens})
+    tensors = own_storage(cast_tensors(tensors, dtype))
+    source = Source(kind="imported", format="huggingface", path=str(src.resolve()),
+                    special_tokens=special_tokens(src), family=NAME,
+                    model_type=hf.get("model_type"), dtype=dtype_name(tensors), config=hf)
+    meta = ModelMeta(task="import", source=source, seq2seq_tokens=Seq2SeqTokenNames(**tokens),
+                     parameters=sum(t.numel() for t in tensors.values()))
+    return write_model_dir(out, cfg, tensors, tokenizer, meta)
 
 
 FAMILY = Family(name=NAME, model_types=(NAME,), architecture="MarianMTModel", prefix=PREFIX,

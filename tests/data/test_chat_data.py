@@ -1,20 +1,39 @@
+"""Chat / instruction data (lmforge.data.chat): reading, the assistant-token mask, packing,
+collation and seeded batches."""
+
 import json
 
 import pytest
 import torch
-import torch.nn.functional as F
-from ft_helpers import tiny_model
 
+from lmforge.data.chat import (ChatTemplate, builtin_instructions_path, collate_sft,
+                               encode_conversation, load_sft_data, pack_examples,
+                               read_sft_jsonl, sft_batch_indices, sft_batches)
 from lmforge.errors import ConfigError, DataError
-from lmforge.finetune import (IGNORE_INDEX, ChatTemplate, builtin_instructions_path, collate,
-                              encode_conversation, find_chat_template, load_sft_data,
-                              pack_examples, read_sft_jsonl, sft_batches, sft_loss)
+from lmforge.inference.chat_template import find_chat_template
+from lmforge.tokenizers.special import IGNORE_INDEX
 
 CHAT = [{"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is 6 + 6?"},
         {"role": "assistant", "content": "12."},
         {"role": "user", "content": "And twice that?"},
         {"role": "assistant", "content": "24."}]
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer():
+    """A byte-level BPE trained on the shipped instruction set, with the ChatML tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = [ChatTemplate().render(c) for c in read_sft_jsonl(builtin_instructions_path())]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, show_progress=False,
+                                  special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
 
 
 def write_jsonl(path, rows):
@@ -54,38 +73,6 @@ def test_every_reply_character_is_trained_with_a_space_ending_prompt(chat_tokeni
     chat = CHAT[1:2] + [{"role": "assistant", "content": "'Run' is a verb."}]
     ex = encode_conversation(chat_tokenizer, chat, tpl)
     assert trained_text(chat_tokenizer, ex) == " 'Run' is a verb.<|im_end|>\n"
-
-
-def test_loss_ignores_prompt_targets_and_sees_assistant_targets(chat_tokenizer):
-    ex = encode_conversation(chat_tokenizer, CHAT)
-    ids = torch.tensor([ex.input_ids])  # (1, T)
-    trained = torch.tensor([ex.labels]) != IGNORE_INDEX  # (1, T)
-    model = tiny_model(vocab_size=chat_tokenizer.get_vocab_size())
-
-    def loss(targets):
-        return sft_loss(model, (ids, torch.where(trained, targets, IGNORE_INDEX))).item()
-
-    base = loss(ids)
-    assert base == pytest.approx(sft_loss(model, (ids, torch.tensor([ex.labels]))).item())
-    other = ids.clone()
-    prompt_pos = (~trained).nonzero()[:, 1]
-    other[0, prompt_pos] = (other[0, prompt_pos] + 7) % 400  # every prompt target changed
-    assert loss(other) == base
-    other = ids.clone()
-    k = int(trained.nonzero()[0, 1])
-    other[0, k] = (other[0, k] + 7) % 400  # one assistant target changed
-    assert loss(other) != base
-
-
-def test_sft_loss_matches_manual_cross_entropy(chat_tokenizer):
-    data = load_sft_data(builtin_instructions_path(), chat_tokenizer)
-    ids, labels, mask = collate(data.examples[:3], pad_id=0)
-    model = tiny_model(vocab_size=400)
-    got = sft_loss(model, {"input_ids": ids, "labels": labels, "padding_mask": mask})
-    logits = model(ids, padding_mask=mask)
-    terms = [F.cross_entropy(logits[b, t - 1], labels[b, t], reduction="sum")
-             for b in range(ids.shape[0]) for t in range(1, ids.shape[1]) if labels[b, t] >= 0]
-    torch.testing.assert_close(got, torch.stack(terms).mean())
 
 
 def test_prompt_response_and_alpaca_rows(tmp_path, chat_tokenizer):
@@ -147,7 +134,7 @@ def test_packing_keeps_every_example(chat_tokenizer):
         pieces += [(r.input_ids[a:b], r.labels[a:b]) for a, b in zip(bounds, bounds[1:])]
     key = lambda p: (p[0], p[1])  # noqa: E731
     assert sorted(pieces, key=key) == sorted(((e.input_ids, e.labels) for e in examples), key=key)
-    ids, labels, mask = collate(rows, pad_id=0, pad_to=128)
+    ids, labels, mask = collate_sft(rows, pad_id=0, pad_to=128)
     assert ids.shape == (len(rows), 128)
     assert int(mask.sum()) == sum(len(e) for e in examples)
     assert int((labels != IGNORE_INDEX).sum()) == sum(e.n_trained for e in examples)
@@ -158,7 +145,7 @@ def test_packing_keeps_every_example(chat_tokenizer):
 def test_collate_pads_with_ignored_labels(chat_tokenizer):
     data = load_sft_data(builtin_instructions_path(), chat_tokenizer)
     a, b = data.examples[0], data.examples[1]
-    ids, labels, mask = collate([a, b], pad_id=0)
+    ids, labels, mask = collate_sft([a, b], pad_id=0)
     short = min(len(a), len(b))
     row = 0 if len(a) == short else 1
     assert not mask[row, short:].any() and (labels[row, short:] == IGNORE_INDEX).all()
@@ -199,55 +186,51 @@ def test_find_chat_template(tmp_path):
     assert find_chat_template(tmp_path) == "{{ y }}"
 
 
-def test_lora_sft_overfits_the_instruction_set(chat_tokenizer):
-    from lmforge.finetune import ALL_LINEAR, LoRAConfig, inject_lora
-
-    data = load_sft_data(builtin_instructions_path(), chat_tokenizer)
-    rows = pack_examples(data.examples, 256)
-    batch = collate(rows[:2], pad_to=256)
-    # untied, so that the output head can carry an adapter too: with a frozen random head the
-    # logits stay near uniform whatever the blocks learn
-    model = tiny_model(vocab_size=400, context_length=256, tie_embeddings=False)
-    inject_lora(model, LoRAConfig(rank=8, alpha=16, targets=ALL_LINEAR + ("lm_head",)))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    with torch.no_grad():
-        first = sft_loss(model, batch).item()
-    for _ in range(30):
-        opt.zero_grad()
-        loss = sft_loss(model, batch)
-        loss.backward()
-        opt.step()
-    assert loss.item() < first - 1.0
+def test_collate_is_the_padded_examples(chat_tokenizer):
+    """Each row is the example's ids and labels, then pad_id / IGNORE_INDEX up to pad_to."""
+    examples = load_sft_data(builtin_instructions_path(), chat_tokenizer).examples[:3]
+    ids, labels, mask = collate_sft(examples, pad_id=5, pad_to=200)
+    assert ids.shape == labels.shape == mask.shape == (3, 200)
+    for b, e in enumerate(examples):
+        n = len(e)
+        assert ids[b].tolist() == e.input_ids + [5] * (200 - n)
+        assert labels[b].tolist() == e.labels + [IGNORE_INDEX] * (200 - n)
+        assert mask[b].tolist() == [True] * n + [False] * (200 - n)
 
 
-def test_chunked_trained_token_loss_equals_full_logits(chat_tokenizer, monkeypatch):
-    """The CausalLM path (head on trained positions only, chunks recomputed in backward)
-    gives the loss and gradients of computing every logit."""
-    import copy
+def test_batches_are_a_pure_function_of_seed_step_micro_step_rank(chat_tokenizer):
+    examples = load_sft_data(builtin_instructions_path(), chat_tokenizer).examples
+    n = len(examples)
+    # two ranks x two micro-steps take consecutive, disjoint slices of one epoch's order
+    picks = [sft_batch_indices(n, 4, seed=3, step=0, micro_step=m, rank=r, grad_accum=2,
+                               world_size=2) for m in range(2) for r in range(2)]
+    flat = [i for p in picks for i in p]
+    assert len(set(flat)) == 16 and all(0 <= i < n for i in flat)
+    assert flat == sft_batch_indices(n, 16, seed=3, step=0)
+    # the same arguments give the same batch in a fresh function (a resumed run); others differ
+    a = sft_batches(examples, 4, seed=3, grad_accum=2, world_size=2)
+    b = sft_batches(examples, 4, seed=3, grad_accum=2, world_size=2)
+    for step, micro, rank in [(0, 0, 0), (7, 1, 1), (123, 0, 1)]:
+        want = collate_sft([examples[i] for i in sft_batch_indices(
+            n, 4, 3, step, micro, rank, grad_accum=2, world_size=2)])
+        for got in (a(step, micro, rank), b(step, micro, rank)):
+            assert all(torch.equal(x, y) for x, y in zip(got, want))
+    assert sft_batch_indices(n, 4, seed=3, step=1) != sft_batch_indices(n, 4, seed=4, step=1)
+    # each epoch is a fresh permutation
+    epochs = [sft_batch_indices(n, n, seed=3, step=e) for e in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(n)) and epochs[0] != epochs[1]
+    with pytest.raises(ConfigError, match="positive batch_size"):
+        sft_batches(examples, 0)
 
-    import lmforge.finetune.sft as sft_mod
 
-    data = load_sft_data(builtin_instructions_path(), chat_tokenizer)
-    batch = collate(data.examples[:3], pad_id=0)
-    model = tiny_model(vocab_size=400).train()
-    plain = copy.deepcopy(model)
+def test_packing_is_deterministic_best_fit():
+    from lmforge.data.chat import SFTExample
 
-    class Wrapped(torch.nn.Module):  # not a CausalLM: takes the all-logits path
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
+    def ex(n, v):
+        return SFTExample([v] * n, [v] * n)
 
-        def forward(self, ids, **kw):
-            return self.m(ids, **kw)
-
-    monkeypatch.setattr(sft_mod, "LOGITS_PER_CHUNK", 400 * 7)  # 7 rows per chunk
-    got = sft_loss(model, batch)
-    want = sft_loss(Wrapped(plain), batch)
-    torch.testing.assert_close(got, want)
-    got.backward()
-    want.backward()
-    for (name, a), b in zip(model.named_parameters(), plain.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
-    with torch.no_grad():
-        torch.testing.assert_close(sft_loss(model, batch), want.detach())
+    rows = pack_examples([ex(6, 1), ex(5, 2), ex(3, 3), ex(4, 4), ex(2, 5)], 10)
+    # 6 opens row 0 (4 left), 5 opens row 1 (5 left), 3 -> row 0 (tightest: 4 >= 3),
+    # 4 -> row 1 (5 left), 2 -> a new row (row 0 has 1 left, row 1 has 1 left)
+    assert [r.input_ids for r in rows] == [[1] * 6 + [3] * 3, [2] * 5 + [4] * 4, [5] * 2]
+    assert [r.starts for r in rows] == [[0, 6], [0, 5], [0]]

@@ -1,5 +1,6 @@
-"""Steps every training task shares: the output directory (fresh, resumed or overwritten),
-the tokenizer, the vocabulary size, provenance for meta.json, and the end-of-run files."""
+"""Steps every training task shares, run by :mod:`lmforge.tasks.driver`: the output directory
+(fresh, resumed or overwritten), the tokenizer, the vocabulary size, provenance for meta.json,
+and the end-of-run files. Task modules use them too where they do something of their own."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..config import dumps_toml, from_dict, load_file, to_dict
 from ..errors import ConfigError, TokenizerError
-from ..io.model_dir import TOKENIZER
+from ..modeldir.directory import TOKENIZER
 from ..tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
-from ..training import RunConfig, Trainer, TrainResult
+from ..training import Trainer, TrainResult
 from ..training.checkpoint import list_checkpoints
 from ..viz import plot_loss_curve
+
+if TYPE_CHECKING:  # (type hints only: config.py imports the registry, which imports this)
+    from .config import RunConfig
 
 RUN_FILE = "run.toml"
 
@@ -47,29 +52,49 @@ def data_paths(cfg: RunConfig) -> list[str]:
     return paths
 
 
-def check_resumable(cfg: RunConfig, out: Path) -> None:
-    """A resumed run must build the same model on the same data as the run it continues."""
+def check_resumable(cfg: RunConfig, out: Path, table: str = "") -> None:
+    """A resumed run must be the same task, build the same model on the same data as the run
+    it continues (its ``run.toml``): [model], [data], [tokenizer] and the task's ``table``."""
     f = out / RUN_FILE
     if not f.is_file():
         return
-    old = from_dict(RunConfig, load_file(f))
-    for section in ("model", "data", "tokenizer", "classify"):
+    old = from_dict(type(cfg), load_file(f))
+    if old.task != cfg.task:
+        raise ConfigError(f"--resume: task differs from the run being resumed ({f}: "
+                          f"{old.task!r}, now {cfg.task!r}); resume with the same config or "
+                          "start a new out_dir")
+    for section in ("model", "data", "tokenizer", *([table] if table else [])):
         a, b = to_dict(getattr(old, section)), to_dict(getattr(cfg, section))
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                      and k not in ("vocab_size", "src_vocab_size"))
+        diff = [d for d in _differing(a, b) if d[0] not in ("vocab_size", "src_vocab_size")]
         if diff:
+            key, was, now = diff[0]
             raise ConfigError(
-                f"--resume: {section}.{diff[0]} differs from the run being resumed ({f}: "
-                f"{a.get(diff[0])!r}, now {b.get(diff[0])!r}); resume with the same config or "
-                "start a new out_dir")
+                f"--resume: {section}.{key} differs from the run being resumed ({f}: "
+                f"{was!r}, now {now!r}); resume with the same config or start a new out_dir")
 
 
-def prepare_out_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> Path:
+def _differing(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) of what differs between two tables, sorted by key;
+    nested tables (``[sft.lora]``) are compared field by field."""
+    out: list[tuple[str, object, object]] = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differing(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append((f"{prefix}{k}", x, y))
+    return out
+
+
+def prepare_out_dir(cfg: RunConfig, resume: bool, overwrite: bool, table: str = "") -> Path:
     """``cfg.out_dir``, created; refuses to train over an earlier run's checkpoints unless
-    resuming it (same config) or told to overwrite them."""
+    resuming it (same task and config, see :func:`check_resumable`) or told to overwrite."""
     out = Path(cfg.out_dir)
     if resume:
-        check_resumable(cfg, out)
+        if not list_checkpoints(out / "checkpoints"):
+            raise ConfigError(f"--resume: {out} holds no checkpoint to resume; start the run "
+                              "without --resume")
+        check_resumable(cfg, out, table)
     elif list_checkpoints(out / "checkpoints"):
         if not overwrite:
             raise ConfigError(
@@ -126,7 +151,7 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
-def finish(trainer: Trainer, result: TrainResult, out: Path, t0: float) -> Path | None:
+def finish_run(trainer: Trainer, result: TrainResult, out: Path, t0: float) -> Path | None:
     """On the main process: the loss plot and result.json. Returns the plot's path."""
     if not (trainer.dist.is_main and result.history):
         return None
@@ -135,3 +160,4 @@ def finish(trainer: Trainer, result: TrainResult, out: Path, t0: float) -> Path 
         {**dataclasses.asdict(result), "history": None, "wall_s": time.time() - t0},
         indent=2), encoding="utf-8")
     return plot
+

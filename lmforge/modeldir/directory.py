@@ -4,28 +4,31 @@
       config.json        the ModelConfig
       model.safetensors  the weights (tied weights stored once)
       tokenizer.json     a Hugging Face `tokenizers` tokenizer
-      meta.json          provenance: how it was trained, on what, with which results
+      meta.json          a typed ModelMeta (lmforge.modeldir.meta): provenance, training,
+                         generation settings and chat template, eval, ...
       source_tokenizer.json  (encoder–decoders with separate vocabularies) the source side's
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
 from torch import nn
 
+from ..version import __version__
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..models import ModelConfig, build_model
-from .atomic import atomic_write, atomic_write_text
+from ..files.atomic import atomic_write, atomic_write_text
+from ..files.safetensors import read_safetensors, stream_tensors
+from .meta import ModelMeta, as_meta, dumps_meta, read_meta_file
 
 CONFIG, WEIGHTS, TOKENIZER, META = "config.json", "model.safetensors", "tokenizer.json", "meta.json"
 SOURCE_TOKENIZER = "source_tokenizer.json"
@@ -39,7 +42,7 @@ class LoadedModel:
     model: nn.Module
     tokenizer: object  # tokenizers.Tokenizer
     config: ModelConfig
-    meta: dict = field(default_factory=dict)
+    meta: ModelMeta = field(default_factory=ModelMeta)
     path: Path | None = None
     load_seconds: float = 0.0
 
@@ -56,12 +59,15 @@ def _state_dict_untied(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_model_dir(path: str | Path, model: nn.Module, tokenizer, meta: dict | None = None) -> Path:
+def save_model_dir(path: str | Path, model: nn.Module, tokenizer,
+                   meta: ModelMeta | dict | None = None) -> Path:
+    """Write ``model`` (tied weights stored once), its tokenizer and ``meta`` (a ModelMeta; a
+    plain dict is read as a meta.json's contents, for callers not yet moved over)."""
     return write_model_dir(path, model.cfg, _state_dict_untied(model), tokenizer, meta)
 
 
 def write_model_dir(path: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor], tokenizer,
-                    meta: dict | None = None) -> Path:
+                    meta: ModelMeta | dict | None = None) -> Path:
     """Write a model directory from a config and a state dict (each tensor once, tied weights
     left out) without building the model, as converters do."""
     path = Path(path)
@@ -70,30 +76,26 @@ def write_model_dir(path: str | Path, cfg: ModelConfig, tensors: dict[str, torch
     atomic_write_text(path / CONFIG, json.dumps(to_dict(cfg), indent=2) + "\n")
     if tokenizer is not None:
         atomic_write_text(path / TOKENIZER, tokenizer.to_str(pretty=True))
-    meta = dict(meta or {})
-    meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    meta.setdefault("lmforge_version", _version())
-    atomic_write_text(path / META, json.dumps(meta, indent=2, default=str) + "\n")
+    write_meta(path, as_meta(meta, str(path / META)))
     return path
 
 
-def update_meta(path: str | Path, **fields) -> dict:
-    """Add or replace top-level fields of a model directory's meta.json; returns the result."""
-    f = Path(path) / META
-    meta = {}
-    if f.is_file():
-        try:
-            meta = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{f} is not valid JSON; the file is corrupt") from None
-    meta.update(fields)
-    atomic_write_text(f, json.dumps(meta, indent=2, default=str) + "\n")
+def write_meta(path: str | Path, meta: ModelMeta) -> ModelMeta:
+    """Write ``path/meta.json``, stamped with the time and the lmforge version."""
+    meta = meta.with_fields(saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            lmforge_version=_version())
+    atomic_write_text(Path(path) / META, dumps_meta(meta))
     return meta
 
 
-def _version() -> str:
-    from .. import __version__
+def update_meta(path: str | Path, **fields) -> ModelMeta:
+    """Set fields of a model directory's meta.json (typed fields are type-checked, other names
+    go into ``extra``); returns the result."""
+    path = Path(path)
+    return write_meta(path, read_meta(path).with_fields(**fields))
 
+
+def _version() -> str:
     return __version__
 
 
@@ -117,8 +119,6 @@ def read_config(path: str | Path) -> ModelConfig:
 
 
 def load_tokenizer_file(path: Path):
-    from tokenizers import Tokenizer
-
     f = path / TOKENIZER
     if not f.is_file():
         raise TokenizerError(f"{f} is missing; copy the tokenizer the model was trained with there")
@@ -131,8 +131,6 @@ def load_tokenizer_file(path: Path):
 def load_source_tokenizer(path: str | Path):
     """The source-side tokenizer of an encoder–decoder with separate vocabularies, or None
     (one joint tokenizer.json serves both sides)."""
-    from tokenizers import Tokenizer
-
     f = Path(path) / SOURCE_TOKENIZER
     if not f.is_file():
         return None
@@ -152,13 +150,7 @@ def check_vocab(tokenizer, cfg: ModelConfig, where: str) -> None:
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of ``path/model.safetensors`` by lmforge name, in their stored dtype."""
-    f = path / WEIGHTS
-    if not f.is_file():
-        raise CheckpointError(f"{f} is missing; the model directory is incomplete")
-    try:
-        return load_file(str(f))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{f} is corrupt or truncated ({e}); re-export or retrain the model") from None
+    return read_safetensors(Path(path) / WEIGHTS)
 
 
 def check_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
@@ -178,13 +170,10 @@ def check_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: str
                               f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
 
 
-def read_meta(path: Path) -> dict:
-    if not (path / META).is_file():
-        return {}
-    try:
-        return json.loads((path / META).read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return {"warning": f"{path / META} is not valid JSON"}
+def read_meta(path: str | Path) -> ModelMeta:
+    """A model directory's meta.json (version 2 or version-less) as a ModelMeta; an empty one
+    when there is no meta.json."""
+    return read_meta_file(Path(path) / META)
 
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_",
@@ -205,43 +194,6 @@ def skip_init():
     finally:
         for name, fn in saved.items():
             setattr(nn.init, name, fn)
-
-
-_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
-              "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
-
-
-def stream_tensors(path: str | Path):
-    """(header, read(name) -> tensor, the open file) for a safetensors file, read with ordinary
-    file I/O one tensor at a time (a memory-mapped file's touched pages would count as
-    resident); sizes and offsets are checked, a bad file is a CheckpointError."""
-    f = Path(path)
-    fh = open(f, "rb")
-    bad = f"{f} is corrupt or truncated; re-export or retrain the model"
-    try:
-        n = int.from_bytes(fh.read(8), "little")
-        header = {k: v for k, v in json.loads(fh.read(n)).items() if k != "__metadata__"}
-    except (OSError, ValueError) as e:
-        fh.close()
-        raise CheckpointError(f"{bad} ({e})") from None
-    base, size = 8 + n, f.stat().st_size
-
-    def read(name: str) -> torch.Tensor:
-        info = header[name]
-        kind, shape = _ST_DTYPES[info["dtype"]], info["shape"]
-        start, end = info["data_offsets"]
-        numel = math.prod(shape)
-        if end - start != numel * kind.itemsize or base + end > size:
-            raise CheckpointError(f"{bad} (tensor {name})")
-        fh.seek(base + start)
-        buf = bytearray(end - start)
-        if fh.readinto(buf) != len(buf):
-            raise CheckpointError(f"{bad} (tensor {name})")
-        t = torch.frombuffer(buf, dtype=kind) if numel else torch.empty(0, dtype=kind)
-        return t.reshape(shape)
-
-    return header, read, fh
 
 
 def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -292,10 +244,9 @@ def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
-                   dtype: str | None = None, adapter: str | Path | None = None) -> LoadedModel:
-    """Load a model directory for inference (eval mode) on ``device``, in ``dtype``. With
-    ``adapter`` (a LoRA adapter directory trained on this base), the adapter is loaded (its
-    base fingerprint checked) and merged into the weights."""
+                   dtype: str | None = None) -> LoadedModel:
+    """Load a model directory for inference (eval mode) on ``device``, in ``dtype``. (With a
+    LoRA adapter: :func:`lmforge.finetune.load_with_adapter`.)"""
     t0 = time.perf_counter()
     path = Path(path)
     cfg = read_config(path)
@@ -306,11 +257,6 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
     with skip_init():
         model = build_model(cfg)
     load_state(path, model, DTYPES[dtype] if dtype else None)
-    if adapter is not None:
-        from ..finetune import load_adapter, merge_lora
-
-        load_adapter(model, adapter)
-        merge_lora(model)
     if dtype is not None:
         model.to(DTYPES[dtype])  # the buffers (RoPE tables); the weights already are
     model.to(device).eval()

@@ -1,4 +1,5 @@
-"""Read raw text documents from files, directories and JSONL files, with clear errors.
+"""Reading text: files, directories, JSONL records and gzip, with one clear error per bad file
+(binary, non-UTF-8 with the line and byte offset, empty). A leaf below every other layer.
 
 Every data path in lmforge goes through :func:`read_documents`, so a missing file, a binary
 file, a file that is not UTF-8 or a malformed JSONL line always gives the same
@@ -151,36 +152,50 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
-def _read_jsonl(path: Path, text_field: str) -> Iterator[Document]:
-    text = read_text_file(path)
-    # split on "\n" only: str.splitlines() would also split inside strings at U+2028 etc.
-    for lineno, line in enumerate(text.split("\n"), start=1):
+def jsonl_objects(path: Path, example: str, lines: list[str] | None = None,
+                  where: str = "{path}:{lineno}") -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line of a JSONL file (``lines``, or the file
+    read as UTF-8 text); a line that is not a JSON object is a DataError that names the file
+    and line (as ``where`` formats them) and shows ``example``."""
+    if lines is None:
+        # split on "\n" only: str.splitlines() would also split inside strings at U+2028 etc.
+        lines = read_text_file(path).split("\n")
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
-            continue
+            continue  # blank lines hold no record
+        at = where.format(path=path, lineno=lineno)
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line of a "
-                f".jsonl file must be one JSON object like {{\"{text_field}\": \"...\"}}"
-            ) from None
+            raise DataError(f"{at}: not valid JSON ({e.msg} at column {e.colno}); each line of a "
+                            f".jsonl file must be one JSON object like {example}") from None
         if not isinstance(record, dict):
-            raise DataError(
-                f"{path}:{lineno}: expected a JSON object like {{\"{text_field}\": \"...\"}}, "
-                f"got {type(record).__name__}"
-            )
-        if text_field not in record:
-            keys = ", ".join(repr(k) for k in list(record)[:10]) or "none"
-            raise DataError(
-                f"{path}:{lineno}: record has no field {text_field!r} (fields: {keys}); "
-                f"set the text field (text_field / data.text_field) to the field holding the text"
-            )
-        value = record[text_field]
-        if not isinstance(value, str):
-            raise DataError(
-                f"{path}:{lineno}: field {text_field!r} must be a string, got "
-                f"{type(value).__name__}; fix the record or choose another text field"
-            )
+            raise DataError(f"{at}: expected a JSON object like {example}, got "
+                            f"{type(record).__name__}")
+        yield lineno, record
+
+
+def string_field(record: dict, name: str, at: str, if_missing: str, if_not_string: str,
+                 shown: str | None = None) -> str:
+    """``record[name]``, a string; a DataError at ``at`` (file:line) naming the field (as
+    ``shown``) and the fix (``if_missing`` / ``if_not_string``) otherwise."""
+    shown = shown or name
+    if name not in record:
+        keys = ", ".join(repr(k) for k in list(record)[:10]) or "none"
+        raise DataError(f"{at}: record has no field {shown!r} (fields: {keys}); {if_missing}")
+    value = record[name]
+    if not isinstance(value, str):
+        raise DataError(f"{at}: field {shown!r} must be a string, got {type(value).__name__}; "
+                        f"{if_not_string}")
+    return value
+
+
+def _read_jsonl(path: Path, text_field: str) -> Iterator[Document]:
+    for lineno, record in jsonl_objects(path, f'{{"{text_field}": "..."}}'):
+        value = string_field(record, text_field, f"{path}:{lineno}",
+                             "set the text field (text_field / data.text_field) to the field "
+                             "holding the text",
+                             "fix the record or choose another text field")
         if value:
             yield Document(source=str(path), text=value)
 

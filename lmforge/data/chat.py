@@ -1,4 +1,5 @@
-"""Supervised fine-tuning (instruction tuning) data and objective for causal LMs.
+"""Chat / instruction data for supervised fine-tuning of causal LMs: reading, tokenising with
+the assistant-token mask, packing, collation and seeded batches.
 
 Input: JSONL files, one example per line, in either form
 
@@ -9,10 +10,10 @@ Input: JSONL files, one example per line, in either form
 prompt/response). Each conversation is rendered with a chat template — a Jinja2 string as in
 a Hugging Face ``chat_template``, ChatML by default — tokenised once, and labelled so that only
 the tokens of the assistant's replies (their content and end-of-turn marker) are trained:
-every other label is -100.
+every other label is ``IGNORE_INDEX`` (-100).
 
 Labels are aligned with the input ids (``labels[i]`` is ``input_ids[i]`` or -100, the Hugging
-Face convention); :func:`sft_loss` shifts them: the logits at position t predict label t + 1.
+Face convention); the objective (:func:`lmforge.objectives.sft.sft_loss`) shifts them.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..inference.chat_template import CHATML, compile_template, render_chat
+from ..tokenizers.chat_template import CHATML, compile_template, render_chat
+from ..tokenizers.special import IGNORE_INDEX
+from .batches import epoch_indices
 
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")
 TRAINED_ROLE = "assistant"
 
@@ -43,37 +43,45 @@ DEFAULT_CHAT_TEMPLATE = CHATML
 """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message."""
 
 
+def builtin_instructions_path() -> Path:
+    """The small instruction set shipped with lmforge (arithmetic, units, definitions)."""
+    return Path(__file__).resolve().parent / "instructions.jsonl"
+
+
 # -- reading JSONL ----------------------------------------------------------------------------
 
 def _bad(path: Path, row: int, field_: str, why: str) -> DataError:
     return DataError(f"{path}, row {row}: field {field_!r} {why}")
 
 
+def _chat_messages(msgs: Any, path: Path, row: int) -> Conversation:
+    if not isinstance(msgs, list) or not msgs:
+        raise _bad(path, row, "messages", "must be a non-empty list of {role, content} objects")
+    out: Conversation = []
+    for i, m in enumerate(msgs):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(path, row, where, f"must be an object with role and content, got {m!r}")
+        for key in ("role", "content"):
+            if key not in m:
+                raise _bad(path, row, f"{where}.{key}", "is missing")
+            if not isinstance(m[key], str):
+                raise _bad(path, row, f"{where}.{key}",
+                           f"must be a string, got {type(m[key]).__name__}")
+        if m["role"] not in ROLES:
+            raise _bad(path, row, f"{where}.role",
+                       f"is {m['role']!r}; expected one of {', '.join(ROLES)}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == TRAINED_ROLE for m in out):
+        raise _bad(path, row, "messages", "has no assistant message: nothing to learn from")
+    return out
+
+
 def _messages_from_row(obj: Any, path: Path, row: int) -> Conversation:
     if not isinstance(obj, dict):
         raise DataError(f"{path}, row {row}: expected a JSON object, got {type(obj).__name__}")
     if "messages" in obj:
-        msgs = obj["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            raise _bad(path, row, "messages", "must be a non-empty list of {role, content} objects")
-        out: Conversation = []
-        for i, m in enumerate(msgs):
-            where = f"messages[{i}]"
-            if not isinstance(m, dict):
-                raise _bad(path, row, where, f"must be an object with role and content, got {m!r}")
-            for key in ("role", "content"):
-                if key not in m:
-                    raise _bad(path, row, f"{where}.{key}", "is missing")
-                if not isinstance(m[key], str):
-                    raise _bad(path, row, f"{where}.{key}",
-                               f"must be a string, got {type(m[key]).__name__}")
-            if m["role"] not in ROLES:
-                raise _bad(path, row, f"{where}.role",
-                           f"is {m['role']!r}; expected one of {', '.join(ROLES)}")
-            out.append({"role": m["role"], "content": m["content"]})
-        if not any(m["role"] == TRAINED_ROLE for m in out):
-            raise _bad(path, row, "messages", "has no assistant message: nothing to learn from")
-        return out
+        return _chat_messages(obj["messages"], path, row)
     if "instruction" in obj and "prompt" not in obj:  # Alpaca-style
         prompt_key, response_key = "instruction", "output"
     else:
@@ -117,17 +125,12 @@ def read_sft_jsonl(path: str | Path) -> list[Conversation]:
     return out
 
 
-def builtin_instructions_path() -> Path:
-    """The small instruction set shipped with lmforge (arithmetic, units, definitions)."""
-    return Path(__file__).resolve().parent / "data" / "instructions.jsonl"
-
-
-# -- chat templates ---------------------------------------------------------------------------
+# -- the chat template and the assistant-token mask -------------------------------------------
 
 class ChatTemplate:
     """A Jinja2 chat template in the Hugging Face ``chat_template`` dialect, rendered by
-    :func:`lmforge.inference.chat_template.render_chat` (the renderer ``lmforge chat`` uses, so
-    training and inference see the same text). None = ChatML."""
+    :func:`lmforge.tokenizers.chat_template.render_chat` (the renderer ``lmforge chat`` uses,
+    so training and inference see the same text). None = ChatML."""
 
     def __init__(self, template: str | None = None, bos_token: str = "", eos_token: str = ""):
         self.source = template or DEFAULT_CHAT_TEMPLATE
@@ -160,35 +163,10 @@ class ChatTemplate:
         return text, spans
 
 
-def find_chat_template(model_dir: str | Path) -> str | None:
-    """A chat template stored with a model: ``chat_template.jinja``, the ``chat_template`` of
-    ``tokenizer_config.json`` (Hugging Face) or of ``meta.json`` (top level, or under
-    ``generation`` as imports write it); None when there is none."""
-    d = Path(model_dir)
-    if (d / "chat_template.jinja").is_file():
-        return (d / "chat_template.jinja").read_text(encoding="utf-8")
-    for name in ("tokenizer_config.json", "meta.json"):
-        f = d / name
-        if f.is_file():
-            try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(data, dict):
-                continue
-            # imported models keep it with their stop tokens under meta["generation"]
-            t = data.get("chat_template") or (data.get("generation") or {}).get("chat_template")
-            if isinstance(t, str) and t:
-                return t
-    return None
-
-
-# -- tokenising -------------------------------------------------------------------------------
-
 @dataclass
 class SFTExample:
     input_ids: list[int]
-    labels: list[int]  # same length; the token id where trained, else -100
+    labels: list[int]  # same length; the token id where trained, else IGNORE_INDEX
     starts: list[int] = field(default_factory=lambda: [0])
     """Offsets where each packed example begins (one entry, 0, when not packed)."""
 
@@ -264,7 +242,7 @@ def load_sft_data(paths: str | Path | Iterable[str | Path], tokenizer, template:
     return data
 
 
-# -- packing and batches ----------------------------------------------------------------------
+# -- packing, collation and batches -----------------------------------------------------------
 
 def pack_examples(examples: Sequence[SFTExample], seq_len: int) -> list[SFTExample]:
     """Concatenate whole examples into rows of at most ``seq_len`` tokens (best fit: each
@@ -295,10 +273,11 @@ def pack_examples(examples: Sequence[SFTExample], seq_len: int) -> list[SFTExamp
     return rows
 
 
-def collate(examples: Sequence[SFTExample], pad_id: int = 0, pad_to: int | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_sft(examples: Sequence[SFTExample], pad_id: int = 0, pad_to: int | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad to the longest example (or ``pad_to``): (input_ids (B, T) long,
-    labels (B, T) long with -100 on padding, padding_mask (B, T) bool, True = real token)."""
+    labels (B, T) long with IGNORE_INDEX on padding, padding_mask (B, T) bool, True = real
+    token)."""
     T = max(max(len(e) for e in examples), pad_to or 0)
     B = len(examples)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
@@ -312,90 +291,27 @@ def collate(examples: Sequence[SFTExample], pad_id: int = 0, pad_to: int | None 
     return ids, labels, mask
 
 
+def sft_batch_indices(n: int, batch_size: int, seed: int, step: int, micro_step: int = 0,
+                      rank: int = 0, grad_accum: int = 1, world_size: int = 1) -> list[int]:
+    """The example indices of one training batch: batch number
+    ``(step * grad_accum + micro_step) * world_size + rank`` of an endless stream that goes over
+    the ``n`` examples in a fresh seeded permutation each epoch — a pure function of
+    (seed, step, micro_step, rank), so a resumed run sees the same batches."""
+    k = (step * grad_accum + micro_step) * world_size + rank
+    return epoch_indices(n, batch_size, seed, k * batch_size).tolist()
+
+
 def sft_batches(examples: Sequence[SFTExample], batch_size: int, pad_id: int = 0,
                 pad_to: int | None = None, seed: int = 0, grad_accum: int = 1,
                 world_size: int = 1) -> Callable[[int, int, int], tuple]:
-    """A ``train_batch(step, micro_step, rank)`` function for the Trainer: batch number
-    ``(step * grad_accum + micro) * world_size + rank`` of an endless stream that goes over
-    the examples in a fresh permutation each epoch (deterministic in ``seed``)."""
-    n = len(examples)
-    if n == 0 or batch_size <= 0:
+    """A ``train_batch(step, micro_step, rank)`` function for the Trainer: the collated
+    examples :func:`sft_batch_indices` picks."""
+    if not examples or batch_size <= 0:
         raise ConfigError("sft_batches needs examples and a positive batch_size")
-    perms: dict[int, list[int]] = {}
-
-    def order(epoch: int) -> list[int]:
-        if epoch not in perms:
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            perms[epoch] = torch.randperm(n, generator=g).tolist()
-        return perms[epoch]
 
     def train_batch(step: int, micro: int = 0, rank: int = 0):
-        k = (step * grad_accum + micro) * world_size + rank
-        picks = [examples[order(p // n)[p % n]] for p in range(k * batch_size, (k + 1) * batch_size)]
-        return collate(picks, pad_id, pad_to)
+        picks = sft_batch_indices(len(examples), batch_size, seed, step, micro, rank,
+                                  grad_accum, world_size)
+        return collate_sft([examples[i] for i in picks], pad_id, pad_to)
 
     return train_batch
-
-
-# -- the objective ----------------------------------------------------------------------------
-
-LOGITS_PER_CHUNK = 1 << 23
-"""The trained-token loss computes at most this many logits (rows x vocabulary) at once."""
-
-
-def sft_loss(model: nn.Module, batch) -> torch.Tensor:
-    """Mean cross-entropy over the trained (assistant) tokens of a batch.
-
-    batch = (input_ids (B, T), labels (B, T)[, padding_mask (B, T)]) or a dict with those
-    keys (``input_ids``, ``labels``, ``padding_mask``); labels aligned with the inputs.
-
-    For a plain :class:`~lmforge.models.CausalLM` the output head runs only on the positions
-    that predict a trained token, a chunk of rows at a time, each chunk's logits recomputed in
-    the backward pass instead of kept: the (B, T, vocabulary) logits never exist (with
-    SmolLM2's 49,152 tokens, 200 MB per 1,024 tokens, several copies of them in the backward
-    pass). Other models (wrapped for DDP or torch.compile, encoder-decoders) take the plain
-    path: all logits, then the loss on the trained ones.
-    """
-    from ..models.causal_lm import CausalLM
-
-    if isinstance(batch, dict):
-        ids, labels, mask = batch["input_ids"], batch["labels"], batch.get("padding_mask")
-    else:
-        ids, labels, *rest = batch
-        mask = rest[0] if rest else None
-    kw = {"padding_mask": mask} if mask is not None else {}
-    if type(model) is CausalLM:
-        return _trained_token_loss(model, ids, labels, kw)
-    logits = model(ids, **kw)  # (B, T, V)
-    pred = logits[:, :-1].flatten(0, 1).float()  # ((B*(T-1)), V): position t predicts t + 1
-    target = labels[:, 1:].flatten()
-    if not bool((target != IGNORE_INDEX).any()):
-        return logits.sum() * 0.0  # nothing to train in this batch: a zero that keeps the graph
-    return F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX)
-
-
-def _chunk_nll(head: nn.Module, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of the rows ``h`` (N, C) against ``y`` (N,)."""
-    return F.cross_entropy(head(h).float(), y, reduction="sum")
-
-
-def _trained_token_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor,
-                        kw: dict) -> torch.Tensor:
-    from torch.utils.checkpoint import checkpoint
-
-    h = model.backbone(ids, **kw)  # (B, T, C)
-    target = labels[:, 1:]  # (B, T-1): position t predicts label t + 1
-    keep = target != IGNORE_INDEX  # (B, T-1)
-    n = int(keep.sum())
-    if n == 0:
-        return h.sum() * 0.0  # nothing to train in this batch: a zero that keeps the graph
-    rows, ys = h[:, :-1][keep], target[keep]  # (N, C), (N,)
-    step = max(1, LOGITS_PER_CHUNK // model.cfg.vocab_size)
-    total = h.new_zeros((), dtype=torch.float32)
-    for i in range(0, n, step):
-        if torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_nll, model.lm_head, rows[i:i + step],
-                                       ys[i:i + step], use_reentrant=False)
-        else:
-            total = total + _chunk_nll(model.lm_head, rows[i:i + step], ys[i:i + step])
-    return total / n

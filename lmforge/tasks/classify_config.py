@@ -5,9 +5,12 @@ sequence classification; :mod:`lmforge.tasks.classify`). Every field has a defau
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
+from ..config import from_dict
 from ..errors import ConfigError
+from ..finetune.lora import LoRAConfig
+from .sft_config import LEGACY_LORA_KEYS
 
 
 @dataclass
@@ -42,21 +45,17 @@ class ClassifyConfig:
     """Evaluate on a seeded random sample of this many dev/test rows; 0 = all."""
     mode: Literal["full", "head-only", "lora", "qlora"] = "full"
     """full = train every weight; head-only = freeze the encoder, train the classifier only;
-    lora = frozen encoder + low-rank adapters on ``lora_targets``, the head trained fully;
+    lora = frozen encoder + low-rank adapters (``[classify.lora]``), the head trained fully;
     qlora = the same on an encoder whose block projections are stored in 4-bit NF4. LoRA
     runs save the merged model (used like any classifier) and ``OUT_DIR/adapter``."""
     cache_features: bool = True
     """head-only: run the frozen encoder once per example and train the head on the stored
     features (same result, many times faster)."""
-    lora_rank: int = 8
-    """lora/qlora: the rank r of each adapter (trainable params per layer: r * (in + out))."""
-    lora_alpha: float = 16.0
-    """lora/qlora: the update is scaled by lora_alpha / lora_rank."""
-    lora_dropout: float = 0.0
-    """lora/qlora: dropout on the adapters' input (training only)."""
-    lora_targets: list[str] = field(default_factory=lambda: ["*.attn.q_proj", "*.attn.v_proj"])
-    """lora/qlora: module-name patterns of the encoder's linear layers to adapt (globs, or
-    re:REGEX), e.g. add "*.attn.k_proj", "*.attn.o_proj", "*.ff.*_proj" for every projection."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """``[classify.lora]``, mode lora/qlora: the adapters' rank, alpha, dropout and targets
+    (module-name patterns of the encoder's linear layers, e.g. add "*.attn.k_proj",
+    "*.attn.o_proj", "*.ff.*_proj" for every projection); the head is always trained fully
+    (added to modules_to_save). (Older configs: flat ``lora_rank`` etc.)"""
     pooling: Literal["auto", "cls", "mean", "max"] = "auto"
     """What the head reads: cls = [CLS] through the pooler (when the model has one), mean/max
     over tokens; auto = the init model's sentence-embedding pooling (meta.json) or cls."""
@@ -79,7 +78,11 @@ class ClassifyConfig:
     eval_batch_size: int = 64
     """Examples per batch when evaluating and when caching head-only features."""
 
+    _legacy_keys: ClassVar[dict[str, str]] = dict(LEGACY_LORA_KEYS)
+
     def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):  # ClassifyConfig(lora={"rank": 4}) in Python
+            self.lora = from_dict(LoRAConfig, self.lora, "classify.lora")
         if not 0.0 <= self.dev_fraction < 1.0:
             raise ConfigError(f"classify.dev_fraction: must be in [0, 1), got {self.dev_fraction}")
         for name in ("limit", "eval_limit", "patience"):
@@ -91,18 +94,6 @@ class ClassifyConfig:
             raise ConfigError("classify.epochs must be >= 0 and classify.eval_batch_size >= 1")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"classify.dropout: must be in [0, 1), got {self.dropout}")
-        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) \
-                or self.lora_rank <= 0:
-            raise ConfigError(f"classify.lora_rank: must be a positive integer, got {self.lora_rank!r}")
-        if not self.lora_alpha > 0:
-            raise ConfigError(f"classify.lora_alpha: must be positive, got {self.lora_alpha!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"classify.lora_dropout: must be in [0, 1), got {self.lora_dropout!r}")
-        if isinstance(self.lora_targets, str):
-            self.lora_targets = [self.lora_targets]
-        if not self.lora_targets:
-            raise ConfigError("classify.lora_targets: give at least one module-name pattern, "
-                              'e.g. ["*.attn.q_proj", "*.attn.v_proj"]')
         if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
             raise ConfigError(f"classify.class_weights: {self.class_weights!r} is not allowed; "
                               "use \"none\", \"balanced\", a list or a table {label = weight}")

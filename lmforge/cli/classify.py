@@ -1,0 +1,76 @@
+"""``lmforge classify``: label texts with a fine-tuned classifier
+(:class:`lmforge.inference.Classifier`) and, given a labelled file, score it."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.labeled import LabelVocab, read_labeled
+from ..errors import ConfigError
+from ..evaluation import classification_metrics, format_confusion
+from ..inference import Classifier
+from .arguments import labeled_data_arguments, labeled_data_options
+from .output import say, write_json
+from .registry import Command
+
+
+def classify(model_dir: str, texts: list[str] | None = None, data: str | None = None, *,
+             fmt: str = "auto", text_column: str = "text", label_column: str = "label",
+             text_pair_column: str | None = None, batch_size: int = 64, device: str = "cpu",
+             show: int = 10) -> dict:
+    """Predicted label and class probabilities per text; with a labelled ``data`` file also
+    accuracy, macro-F1, the confusion matrix and the classification report."""
+    if bool(texts) == bool(data):
+        raise ConfigError("give texts (--text, repeatable) or a file (--data), not both")
+    clf = Classifier.load(model_dir, device=device)
+    rows = None
+    if data:
+        rows = read_labeled(data, fmt=fmt, text_column=text_column, label_column=label_column,
+                            pair_column=text_pair_column, labels="optional")
+        texts = rows.texts
+    probs = clf.predict_proba(texts, rows.pairs if rows else None, batch_size)  # (N, K)
+    pred = probs.argmax(-1)
+    preds = [{"text": t, "label": clf.labels[k],
+              "probabilities": {lab: round(float(p), 6) for lab, p in zip(clf.labels, pr)}}
+             for t, k, pr in zip(texts, pred, probs)]
+    _say_predictions(preds if data is None else preds[:show], len(preds), bool(data))
+    result: dict = {"model_dir": str(model_dir), "labels": clf.labels, "predictions": preds}
+    if rows is not None and rows.labels is not None:
+        y = LabelVocab(clf.labels).encode(rows)  # unknown labels: file, row and column named
+        m = classification_metrics(y, pred, clf.labels)
+        result["metrics"] = m
+        say(f"\n{data}: {m['n']} rows, accuracy {m['accuracy']:.4f}, "
+            f"macro-F1 {m['macro_f1']:.4f}")
+        say(format_confusion(m["confusion_matrix"], clf.labels))
+        say("\n" + m["report"])
+    return result
+
+
+def _say_predictions(shown: list[dict], total: int, from_file: bool) -> None:
+    for r in shown:
+        dist = "  ".join(f"{lab}: {p:.3f}" for lab, p in r["probabilities"].items())
+        text = r["text"] if len(r["text"]) <= 70 else r["text"][:67] + "..."
+        say(f"{r['label']:<12} p={r['probabilities'][r['label']]:.3f}   [{dist}]   {text}")
+    if from_file and total > len(shown):
+        say(f"... {total - len(shown)} more rows (all of them: --json FILE)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    src.add_argument("--data", help="a file of texts (CSV, TSV, JSONL, .txt, 'label text' lines); "
+                     "with labels the metrics are printed too")
+    p.add_argument("--show", type=int, default=10, help="predictions to print for --data")
+    labeled_data_arguments(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    result = classify(args.model_dir, args.text, args.data,
+                      text_pair_column=args.text_pair_column, show=args.show,
+                      **labeled_data_options(args))
+    write_json(result, args.json)
+
+
+COMMANDS = [Command("classify", "label texts with a fine-tuned classifier (and score it on a "
+                    "labelled file)", add_arguments, run)]

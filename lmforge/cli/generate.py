@@ -1,0 +1,77 @@
+"""``lmforge generate``: continue a prompt (or answer it through the chat template), streaming
+the text as it is generated (:func:`lmforge.inference.stream_ids`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..finetune import load_with_adapter
+from ..inference import ChatSession, GenerationConfig, generation_settings, stream_ids
+from ..modeldir import load_model_dir
+from .output import say
+from .registry import Command
+
+
+def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
+             top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+             stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
+             dtype: str | None = None, stream: bool = True, chat: bool = False,
+             adapter: str | None = None) -> list[str]:
+    """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
+    chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
+    import), else at the tokenizer's ``<|endoftext|>``."""
+    lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
+          load_model_dir(model_dir, device=device, dtype=dtype))
+    settings = generation_settings(lm.meta, lm.tokenizer)
+    eos = settings.eos_token_ids
+    ids = lm.tokenizer.encode(prompt).ids
+    if chat:
+        session = ChatSession(lm.model, lm.tokenizer, settings=settings)
+        session.messages.append({"role": "user", "content": prompt})
+        ids, eos = session.prompt_ids(), session.stop_ids
+    outs = []
+    for i in range(num_samples):
+        gcfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                                top_k=top_k, top_p=top_p,
+                                seed=None if seed is None else seed + i, stop=list(stop or []))
+        if num_samples > 1:
+            say(f"--- sample {i + 1} ---")
+        pieces = []
+        if stream and not chat:
+            print(prompt, end="", flush=True)
+        for piece in stream_ids(lm.model, lm.tokenizer, ids, gcfg, eos):
+            pieces.append(piece)
+            if stream:
+                print(piece, end="", flush=True)
+        if stream:
+            say()
+        outs.append("".join(pieces))
+    return outs
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--greedy", action="store_true", help="same as --temperature 0")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
+    p.add_argument("--chat", action="store_true",
+                   help="answer the prompt as a user message, through the model's chat template")
+
+
+def run(args: argparse.Namespace) -> None:
+    generate(args.model_dir, args.prompt, args.max_new_tokens,
+             0.0 if args.greedy else args.temperature, args.top_k, args.top_p, args.seed,
+             args.stop, args.num_samples, args.device, args.dtype, chat=args.chat,
+             adapter=args.adapter)
+
+
+COMMANDS = [Command("generate", "generate text from a model directory", add_arguments, run)]

@@ -1,0 +1,7 @@
+"""Low-level file helpers below every other layer: atomic writes and bounded safetensors
+reading. Nothing here knows about models."""
+
+from .atomic import atomic_write, atomic_write_text
+from .safetensors import read_safetensors, stream_tensors
+
+__all__ = ["atomic_write", "atomic_write_text", "read_safetensors", "stream_tensors"]

@@ -1,0 +1,88 @@
+"""One driver for every training task: the steps they share, in one order.
+
+    check -> output directory (--resume checked against run.toml) -> tokenizer -> vocabulary
+    -> prepare (the task's data and batches) -> run.toml -> model -> meta.json -> trainer
+    -> fit -> loss plot and result.json -> finish (the task's held-out metrics)
+
+A task (:class:`~lmforge.tasks.registry.Task`) overrides only the steps that are its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import to_dict
+from .config import RunConfig
+from .registry import Task, TaskData, get_task
+from .steps import TrainRun, finish_run, machine, prepare_out_dir, write_run_file
+
+
+@dataclass
+class RunState:
+    """What the steps of one run share: the config, where it writes, and what earlier steps
+    made (the tokenizer, the vocabulary size, anything a task keeps in ``state``)."""
+
+    cfg: RunConfig
+    out: Path
+    resume: bool
+    task: Task
+    tokenizer: Any = None
+    vocab: int = 0
+    state: dict = field(default_factory=dict)
+    """Free room for a task's own objects between its steps (a loaded base model, ...)."""
+    trainer: Any = None
+    """The Trainer, once made (batch functions ask it for the world size)."""
+
+    @property
+    def world_size(self) -> int:
+        """Processes drawing batches (torchrun); known once the trainer exists."""
+        return self.trainer.dist.world_size if self.trainer is not None else 1
+
+
+def base_meta(run: RunState, model, data: TaskData) -> dict:
+    """The meta.json fields every task writes; the task's own :meth:`Task.meta` is added."""
+    tok = run.cfg.tokenizer
+    return {"task": run.task.name, "data": data.meta,
+            "tokenizer": {"kind": "file" if tok.path else tok.kind, "vocab_size": run.vocab},
+            "parameters": model.num_params() if hasattr(model, "num_params") else
+            sum(p.numel() for p in model.parameters()),
+            "run_config": to_dict(run.cfg), "machine": machine(), **run.task.meta(run)}
+
+
+def train_task(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
+               stop_at: int | None = None) -> TrainRun:
+    """Train with the task ``cfg.task`` names (or, for ``task = ""``, the default task of
+    ``model.arch``); writes the model directory and run files to ``cfg.out_dir``.
+
+    ``resume`` continues the latest checkpoint (the config must match its run.toml);
+    ``overwrite`` discards an earlier run's checkpoints; ``stop_at`` ends the run early at
+    that step (as a kill would, for tests). Returns a :class:`~lmforge.tasks.steps.TrainRun`."""
+    task = get_task(cfg)
+    if not cfg.task:  # run.toml records the task that ran, so --resume compares like with like
+        cfg.task = task.name
+    task.check(cfg)
+    out = prepare_out_dir(cfg, resume, overwrite, task.section)
+    run = RunState(cfg, out, resume, task)
+    run.tokenizer = task.tokenizer(run)
+    run.vocab = task.fit_vocab(run)
+    data = task.prepare(run)
+    write_run_file(cfg, out)
+
+    torch.manual_seed(cfg.seed)
+    model = task.build_model(run)
+    meta = base_meta(run, model, data)
+    trainer = run.trainer = task.make_trainer(
+        run, model, data, on_save=lambda m, summary: task.save(run, m, {**meta, "training": summary}))
+    t0 = time.time()
+    result = trainer.fit(resume=resume, stop_at=stop_at)
+    train_run = TrainRun(out, result, cfg, run.tokenizer, model, finish_run(trainer, result, out, t0))
+    max_steps = (data.train_config or cfg.train).max_steps
+    complete = result.step >= max_steps or result.stopped_early
+    if complete and trainer.dist.is_main:
+        task.finish(run, trainer, train_run)
+    return train_run
