@@ -107,3 +107,22 @@ def test_no_unexplained_function_level_imports_outside_the_cli():
                 _function_level_lmforge_imports(path)]
     assert bad == [], "function-level imports of lmforge modules need a comment saying why:\n" \
         + "\n".join(bad)
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 60
+
+
+def test_modules_and_functions_stay_readable():
+    """One concept per module, a function readable in one screen: no module over
+    MAX_MODULE_LINES lines, no function over MAX_FUNCTION_LINES (split it instead)."""
+    long_modules, long_functions = [], []
+    for path in sorted(PKG.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for fn in ast.walk(ast.parse(text)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = fn.end_lineno - fn.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name}: {n}")
+    assert long_modules == [] and long_functions == [], long_modules + long_functions

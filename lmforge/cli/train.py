@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard an earlier run's checkpoints")
 
 
-def run(args: argparse.Namespace) -> None:
-    train(args.config, args.overrides, args.preset, args.resume, args.overwrite)
+def run(args: argparse.Namespace) -> int:
+    """Train; the exit code is 128 + N when signal N stopped the run (it saved a checkpoint)."""
+    return train(args.config, args.overrides, args.preset, args.resume, args.overwrite).result.exit_code
 
 
 COMMANDS = [Command("train", "train a model from a TOML config", add_arguments, run)]

@@ -106,6 +106,27 @@ class _Finished:
 
 
 @torch.no_grad()
+def _still_running(rows, scores, seqs, finished: list, length: int, limits: torch.Tensor,
+                   length_penalty: float, early_stopping: bool) -> list[int]:
+    """The active groups that go on: a group stops when its finished list is full and no
+    running beam can beat it (or at once with ``early_stopping``), or at its length budget,
+    where its running beams join the finished ones."""
+    K, keep = scores.shape[1], []
+    for a in range(rows.shape[0]):
+        fin = finished[int(rows[a])]
+        best_running = float(scores[a, 0]) / length ** length_penalty
+        done = fin.full and (early_stopping or best_running <= fin.worst)
+        if length >= int(limits[rows[a]]):  # out of budget: running beams compete too
+            for j in range(K):
+                if math.isfinite(float(scores[a, j])):
+                    fin.add(float(scores[a, j]) / length ** length_penalty,
+                            seqs[a * K + j].tolist())
+            done = True
+        if not done:
+            keep.append(a)
+    return keep
+
+
 def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: int, eos_id: int,
                 limits: torch.Tensor, beam_size: int, length_penalty: float = 1.0,
                 early_stopping: bool = True, pad_id: int | None = None) -> list[list[int]]:
@@ -147,19 +168,8 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
         seqs = torch.cat([seqs[src_rows], sel_tok.view(-1, 1)], 1)  # (A*K, t+1)
         cache.reorder(src_rows, static=False)  # beams move within their sentence's group
         tok = sel_tok.view(-1, 1)
-        keep = []
-        for a in range(A):
-            fin = finished[int(rows[a])]
-            best_running = float(scores[a, 0]) / length ** length_penalty
-            done = fin.full and (early_stopping or best_running <= fin.worst)
-            if length >= int(limits[rows[a]]):  # out of budget: running beams compete too
-                for j in range(K):
-                    if math.isfinite(float(scores[a, j])):
-                        fin.add(float(scores[a, j]) / length ** length_penalty,
-                                seqs[a * K + j].tolist())
-                done = True
-            if not done:
-                keep.append(a)
+        keep = _still_running(rows, scores, seqs, finished, length, limits, length_penalty,
+                              early_stopping)
         if len(keep) < A:
             if not keep:
                 break

@@ -207,7 +207,10 @@ def _lenient(cls: type, data: dict, where: str, unknown: dict) -> dict:
 
 def _legacy_source(data: dict) -> dict | None:
     """The version-less provenance keys as one ``source`` record (the keys are removed)."""
-    imported = {**(data.pop("source", None) or {}), **(data.pop("imported_from", None) or {})}
+    imported = {}
+    for key in ("source", "imported_from"):  # a value of another type is left for the checks
+        if isinstance(data.get(key), dict):
+            imported.update(data.pop(key))
     averaged = data.pop("averaged_from", None)
     if averaged is not None:
         out: dict = {"kind": "averaged", "inputs": averaged}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,11 +99,8 @@ class ModelConfig:
         def bad(field: str, why: str) -> ConfigError:
             return ConfigError(f"model.{field}: {why}")
 
-        for name in ("context_length", "d_model", "n_layer", "n_head"):
-            if getattr(self, name) <= 0:
-                raise bad(name, f"must be positive, got {getattr(self, name)}")
-        if self.vocab_size < 0:
-            raise bad("vocab_size", "must be >= 0 (0 = take it from the tokenizer)")
+        if (problem := _size_problem(self)) is not None:
+            raise bad(*problem)
         if self.head_dim is None and self.d_model % self.n_head:
             raise bad("n_head", f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if self.n_kv_head is not None and (self.n_kv_head <= 0 or self.n_head % self.n_kv_head):
@@ -172,6 +170,37 @@ class ModelConfig:
         if self.activation == "swiglu":
             return -(-int(8 * self.d_model / 3) // 64) * 64
         return 4 * self.d_model
+
+
+MAX_SIZES = {"context_length": 2**20, "d_model": 2**16, "n_layer": 1024, "n_head": 1024,
+             "n_kv_head": 1024, "head_dim": 2**12, "d_ff": 2**20, "encoder_layers": 1024,
+             "vocab_size": 2**24, "src_vocab_size": 2**24, "type_vocab_size": 2**16,
+             "n_classes": 2**20, "attention_window": 2**20}
+"""Upper bounds of the size fields, far above any real model: a ``config.json`` from a
+hostile or broken file must not make lmforge allocate without bound."""
+_MIN_SIZES = {"context_length": 1, "d_model": 1, "n_layer": 1, "n_head": 1, "n_kv_head": 1,
+              "head_dim": 1, "d_ff": 1, "encoder_layers": 1, "vocab_size": 0,
+              "src_vocab_size": 0, "type_vocab_size": 0, "n_classes": 0, "attention_window": 0}
+
+
+def _size_problem(cfg: ModelConfig) -> tuple[str, str] | None:
+    """(field, what is wrong and the allowed range) for a size or a positive float out of
+    range, or None. Optional sizes (None = derived) are checked when given."""
+    for name, top in MAX_SIZES.items():
+        value = getattr(cfg, name)
+        if value is None or (name == "attention_window" and not isinstance(value, int)):
+            continue  # (attention_window's type is checked with the attention fields)
+        low = _MIN_SIZES[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
+            zero = " (0 = derived/none)" if low == 0 else ""
+            return name, f"must be an integer from {low} to {top}{zero}, got {value!r}"
+    floats = ["init_std", "norm_eps"] + (["rope_theta"] if cfg.positional == "rope" else [])
+    for name in floats:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not (value > 0 and math.isfinite(value)):
+            return name, f"must be a finite number > 0, got {value!r}"
+    return None
 
 
 def _attention_problem(cfg: ModelConfig) -> tuple[str, str] | None:

@@ -4,6 +4,8 @@ model, data, tokenizer and task tables. ``docs/config.md`` documents each field.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +27,7 @@ class TrainConfig:
     min_lr: float = 1e-4
     """Learning rate at the end of the cosine decay."""
     warmup_steps: int = 100
+    """Steps of linear warmup from 0 to lr (0 = none)."""
     schedule: Literal["cosine", "linear", "constant", "inverse_sqrt"] = "cosine"
     """After warmup: cosine or linear decay to min_lr, constant, or inverse_sqrt (the original
     Transformer's: lr * sqrt(warmup_steps / step))."""
@@ -35,17 +38,21 @@ class TrainConfig:
     final norm) train at lr, block i at lr * layer_decay ** (n_layer - i), the embeddings at
     lr * layer_decay ** (n_layer + 1). 1 = one rate for all; 0.8-0.95 is usual."""
     beta1: float = 0.9
+    """AdamW's first-moment decay, in [0, 1)."""
     beta2: float = 0.99
+    """AdamW's second-moment decay, in [0, 1)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 = no clipping."""
     eval_every: int = 250
-    """Evaluate on the validation split every N steps (and at the end)."""
+    """Evaluate on the validation split every N steps (and at the end); 0 = only at the end."""
     eval_batches: int = 20
     """Batches per evaluation."""
     checkpoint_every: int = 250
     """Write a resumable checkpoint every N steps (and at the end); 0 = only at the end."""
     keep_checkpoints: int = 2
+    """Checkpoints kept on disk (the newest ones; at least 1)."""
     log_every: int = 10
+    """Log the training loss every N steps."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Autocast precision: auto = bf16 on GPUs and on CPUs with hardware bf16 (AVX512-BF16,
     AMX), fp16 on older GPUs, float32 otherwise. Weights and optimiser state stay fp32."""
@@ -59,11 +66,35 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name}: must be positive, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "max_minutes"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}: must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.layer_decay <= 1:
-            raise ConfigError(f"train.layer_decay: must be in (0, 1], got {self.layer_decay}")
+        if (problem := _problem(self)) is not None:
+            raise ConfigError(f"train.{problem[0]}: {problem[1]}")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,4})?)$")
+
+
+def _problem(cfg: TrainConfig) -> tuple[str, str] | None:
+    """(field, what is wrong and the allowed range) for the first bad value, or None."""
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_every",
+                 "keep_checkpoints"):
+        if getattr(cfg, name) <= 0:
+            return name, f"must be a positive integer (>= 1), got {getattr(cfg, name)}"
+    for name in ("seq_len", "warmup_steps", "eval_every", "checkpoint_every"):
+        if getattr(cfg, name) < 0:
+            return name, f"must be >= 0 (0 = {_ZERO[name]}), got {getattr(cfg, name)}"
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "max_minutes"):
+        value = getattr(cfg, name)
+        if not (value >= 0 and math.isfinite(value)):  # (NaN fails every comparison)
+            return name, f"must be a finite number >= 0, got {value}"
+    if not 0 < cfg.layer_decay <= 1:
+        return "layer_decay", f"must be in (0, 1], got {cfg.layer_decay}"
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            return name, f"must be in [0, 1), got {getattr(cfg, name)}"
+    if not isinstance(cfg.device, str) or not _DEVICE.match(cfg.device):
+        return "device", f"must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}"
+    return None
+
+
+_ZERO = {"seq_len": "model.context_length", "warmup_steps": "no warmup",
+         "eval_every": "only at the end", "checkpoint_every": "only at the end"}

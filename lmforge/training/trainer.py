@@ -4,12 +4,17 @@ The trainer knows nothing about the model family or the task: it gets a model, a
 (``loss = objective(model, batch)``), a function that returns the batch for (step, micro-step),
 and a function that yields validation batches. It owns the optimiser, schedule, precision,
 gradient accumulation/clipping, evaluation, logging, checkpoints and exact resume.
+
+SIGTERM and SIGINT during :meth:`Trainer.fit` stop training at the next step boundary with a
+checkpoint (:mod:`lmforge.training.signals`); leftovers of killed runs' writes are swept from
+the run and checkpoint directories when training starts or resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +23,15 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from ..errors import TrainingError
+from ..errors import CheckpointError, TrainingError
+from ..files.atomic import sweep_stale_temporaries
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, broadcast_flag, init_distributed, resolve_device
 from .early_stopping import EarlyStopping
 from .metrics import MetricsLog
 from .optim import lr_at, make_optimizer
+from .signals import StopSignals, exit_code
 
 Batch = object
 Objective = Callable[[nn.Module, Batch], torch.Tensor]
@@ -41,6 +48,14 @@ class TrainResult:
     tokens_per_s: float
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
+    stopped_by: str | None = None
+    """The signal (``"SIGTERM"``, ``"SIGINT"``) that stopped training before max_steps, after
+    saving a checkpoint; None when it was not stopped so."""
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + the number of the signal that stopped the run (as a shell reports it)."""
+        return exit_code(self.stopped_by)
 
 
 def _to_device(batch, device):
@@ -127,6 +142,9 @@ class Trainer:
         self.elapsed = 0.0
         self.best_val: float | None = None
         self.last_val: float | None = None
+        self.saved: tuple[int, Path | None] | None = None
+        """(step, path) of the last checkpoint saved (path None on ranks other than the main
+        one: every rank knows the step, so they agree on whether to save again)."""
 
     # -- precision ---------------------------------------------------------------------------
     def autocast(self):
@@ -146,7 +164,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"])  # (a malformed one is a CheckpointError)
         self.step, self.tokens = state["step"], state["tokens"]
         self.elapsed, self.best_val = state["elapsed"], state["best_val"]
         self.last_val = state.get("last_val")
@@ -155,18 +173,30 @@ class Trainer:
 
     def save(self) -> Path | None:
         if not self.dist.is_main:
+            self.saved = (self.step, None)
             return None
         path = save_checkpoint(self.ckpt_dir, self.step, self.state_dict(), self.cfg.keep_checkpoints)
+        self.saved = (self.step, path)
         if self.on_save is not None:
             self.on_save(self.model, self.summary())
         return path
 
     def resume(self) -> bool:
-        """Load the newest checkpoint; False when there is none."""
+        """Load the newest checkpoint; False when there is none. A checkpoint that does not fit
+        this run (other shapes, a malformed state) is a CheckpointError naming it."""
         path = latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
-        self.load_state_dict(load_checkpoint(path))
+        state = load_checkpoint(path)
+        try:
+            self.load_state_dict(state)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {path}: {e}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this run ({why}); resume with the config that "
+                "wrote it, or start again without --resume") from None
         return True
 
     def summary(self) -> dict:
@@ -271,7 +301,7 @@ class Trainer:
     def _eval_and_save(self, log: MetricsLog | None, last_step: bool, out_of_time: bool) -> bool:
         """Evaluate and write a checkpoint when one is due; True when early stopping says stop."""
         cfg, stop = self.cfg, False
-        if self.step % cfg.eval_every == 0 or last_step or out_of_time:
+        if (cfg.eval_every and self.step % cfg.eval_every == 0) or last_step or out_of_time:
             if self.dist.is_main:
                 metrics = self.evaluate_metrics()
                 stop = metrics is not None and self._after_eval(metrics, log)
@@ -283,9 +313,43 @@ class Trainer:
             barrier(self.dist)
         return stop
 
+    def _log_train(self, log: MetricsLog | None, bar, window: list, loss: float, lr: float,
+                   last_step: bool) -> None:
+        """Log the training loss (every ``log_every`` steps and at the end); ``window`` is
+        [start time, tokens since] of the throughput measurement, reset here."""
+        if not (self.step % self.cfg.log_every == 0 or last_step):
+            return
+        now = time.perf_counter()
+        tps = window[1] / max(now - window[0], 1e-9)
+        window[:] = [now, 0]
+        if log is not None:
+            log.log(step=self.step, split="train", loss=loss, lr=lr, tokens=self.tokens,
+                    tokens_per_s=round(tps, 1), elapsed_s=round(self.elapsed, 2))
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
+                            val=f"{self.last_val:.4f}" if self.last_val is not None else "-")
+
+    def _stop_for_signal(self, name: str) -> str:
+        """Save a checkpoint of this step (unless one was just written); the stop message."""
+        if self.saved is None or self.saved[0] != self.step:
+            self.save()
+            barrier(self.dist)
+        where = self.saved[1] if self.saved is not None and self.saved[1] else self.ckpt_dir
+        return f"stopped by {name} at step {self.step}; checkpoint {where}; resume with --resume"
+
+    def sweep(self) -> None:
+        """Remove what killed runs' interrupted writes left in the run directories."""
+        if self.dist.is_main:
+            for directory in (self.out_dir, self.ckpt_dir):
+                sweep_stale_temporaries(directory)
+
     def fit(self, resume: bool = False, stop_at: int | None = None) -> TrainResult:
-        """Train to ``cfg.max_steps`` (or ``stop_at``, for tests that simulate a kill)."""
+        """Train to ``cfg.max_steps`` (or ``stop_at``, for tests that simulate a kill).
+
+        SIGTERM/SIGINT (main thread) end training at the next step boundary: a checkpoint is
+        saved, a one-line message goes to stderr and the result has ``stopped_by`` set."""
         cfg = self.cfg
+        self.sweep()
         if resume:
             self.resume()
         log = MetricsLog(self.out_dir, resume_step=self.step if resume else None) \
@@ -293,37 +357,37 @@ class Trainer:
         bar = self._progress_bar()
         self.model.train()
         end = min(cfg.max_steps, stop_at or cfg.max_steps)
-        t_start, t_window, tok_window = time.perf_counter(), time.perf_counter(), 0
+        t_start, window = time.perf_counter(), [time.perf_counter(), 0]
         elapsed0 = self.elapsed
-        train_loss, stopped_early = math.nan, False
-        while self.step < end:
-            lr = self._set_lr()
-            train_loss = self._train_step(bar)
-            tok_window += self.tokens_per_step
-            self.elapsed = elapsed0 + time.perf_counter() - t_start
-            last_step = self.step == cfg.max_steps
-            if self.step % cfg.log_every == 0 or last_step:
-                now = time.perf_counter()
-                tps = tok_window / max(now - t_window, 1e-9)
-                t_window, tok_window = now, 0
-                if log is not None:
-                    log.log(step=self.step, split="train", loss=train_loss, lr=lr, tokens=self.tokens,
-                            tokens_per_s=round(tps, 1), elapsed_s=round(self.elapsed, 2))
+        train_loss, stopped_early, stopped_by, message = math.nan, False, None, ""
+        with StopSignals(announce=self.dist.is_main) as signals:
+            while self.step < end:
+                lr = self._set_lr()
+                train_loss = self._train_step(bar)
+                window[1] += self.tokens_per_step
+                self.elapsed = elapsed0 + time.perf_counter() - t_start
+                last_step = self.step == cfg.max_steps
+                self._log_train(log, bar, window, train_loss, lr, last_step)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}",
-                                    val=f"{self.last_val:.4f}" if self.last_val is not None else "-")
-            if bar is not None:
-                bar.update(1)
-            out_of_time = cfg.max_minutes > 0 and self.elapsed >= cfg.max_minutes * 60
-            stop = self._eval_and_save(log, last_step, out_of_time)
-            if (out_of_time or stop) and not last_step:
-                stopped_early = True
-                break
+                    bar.update(1)
+                out_of_time = cfg.max_minutes > 0 and self.elapsed >= cfg.max_minutes * 60
+                stop = self._eval_and_save(log, last_step, out_of_time)
+                if (out_of_time or stop) and not last_step:
+                    stopped_early = True
+                    break
+                if broadcast_flag(signals.received is not None, self.dist, self.device) \
+                        and not last_step:
+                    stopped_by = signals.received or "SIGTERM"  # (another rank's signal)
+                    message = self._stop_for_signal(stopped_by)
+                    break
         if bar is not None:
             bar.close()
+        if message and self.dist.is_main:
+            print(message, file=sys.stderr, flush=True)
         return TrainResult(
             step=self.step, train_loss=train_loss, val_loss=self.last_val,
             best_val_loss=self.best_val, tokens=self.tokens, elapsed_s=self.elapsed,
             tokens_per_s=self.tokens / self.elapsed if self.elapsed else 0.0,
             stopped_early=stopped_early, history=log.rows if log is not None else [],
+            stopped_by=stopped_by,
         )
