@@ -93,17 +93,22 @@ class RotaryEmbedding(nn.Module):
     """Rotary position embedding (Su et al. 2021) in the "rotate half" layout used by GPT-NeoX
     and Llama in Hugging Face: dimension i is paired with dimension i + D/2."""
 
+    PREBUILT = 4096
+    """Positions whose angles are computed up front; the tables grow when a longer sequence
+    comes, so a model declaring a context of 10^6 does not allocate gigabytes at load."""
+
     def __init__(self, head_dim: int, max_len: int, theta: float = 10000.0,
                  inv_freq: torch.Tensor | None = None):
         super().__init__()
         self.head_dim = head_dim
         inv = inv_freq if inv_freq is not None else rope_inv_freq(head_dim, theta)
         self.register_buffer("inv_freq", inv, persistent=False)
-        self._build(max_len)
+        self._inv32 = inv.detach().float().clone()  # stays float32 when the model is cast
+        self._build(min(max_len, self.PREBUILT))
 
     def _build(self, length: int) -> None:
         pos = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
-        freqs = torch.outer(pos, self.inv_freq)  # (L, D/2)
+        freqs = torch.outer(pos, self._inv32.to(self.inv_freq.device))  # (L, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (L, D)
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)

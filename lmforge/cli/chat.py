@@ -13,7 +13,10 @@ from typing import TextIO
 
 from ..finetune import load_with_adapter
 from ..inference import ChatSession, GenerationConfig
+from ..inference.chat import MessageTooLong
+from ..inference.settings import describe_sampling, effective_sampling
 from ..modeldir import load_model_dir
+from .arguments import non_negative_int, positive_int
 from .registry import Command
 
 HELP = "/reset clears the conversation, /exit quits"
@@ -31,25 +34,28 @@ def _read(stdin: TextIO, interactive: bool, out: TextIO) -> str | None:
 
 
 def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
-         temperature: float = 0.7, top_p: float = 0.9, top_k: int = 0, seed: int | None = None,
+         temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
+         seed: int | None = None,
          device: str = "cpu", dtype: str | None = None, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None,
          adapter: str | None = None, reuse_cache: bool = True):
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
     the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation).
-    ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled)."""
+    ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled).
+    Sampling settings left None come from the model's meta.json (its recommended
+    ``generation`` defaults), else lmforge's (temperature 0.7, top-p 0.9)."""
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin is sys.stdin and stdin.isatty()
     lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
           load_model_dir(model_dir, device=device, dtype=dtype))
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, seed=seed)
+    sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p)
+    gen = sampling.apply(GenerationConfig(max_new_tokens=max_new_tokens, seed=seed))
     session = ChatSession.from_loaded(lm, system=system, gen=gen, reuse_cache=reuse_cache,
                                       on_notice=lambda m: print(f"[{m}]", file=err, flush=True))
     if session.template is None:
         print("[the model has no chat template; using ChatML]", file=err, flush=True)
-    print(f"[chatting with {model_dir} ({lm.model.num_params() / 1e6:.0f}M parameters); {HELP}]",
-          file=err, flush=True)
+    print(f"[chatting with {model_dir} ({lm.model.num_params() / 1e6:.0f}M parameters); "
+          f"{describe_sampling(sampling)}; {HELP}]", file=err, flush=True)
     while (line := _read(stdin, interactive, out)) is not None:
         text = line.strip()
         if not text:
@@ -65,8 +71,12 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
             continue
         if not interactive:
             print(f">>> {text}", file=out, flush=True)  # a transcript when input is piped
-        for piece in session.send(text):
-            print(piece, end="", file=out, flush=True)
+        try:
+            for piece in session.send(text):
+                print(piece, end="", file=out, flush=True)
+        except MessageTooLong as e:  # the session goes on without that message
+            print(f"[{e}]", file=err, flush=True)
+            continue
         print(file=out, flush=True)
     return session
 
@@ -74,10 +84,13 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir")
     p.add_argument("--system", help="system message (default: the chat template's own, if any)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="longest reply, in tokens")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=512,
+                   help="longest reply, in tokens")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's "
+                   "recommended value from its meta.json, else 0.7)")
+    p.add_argument("--top-p", type=float, help="default: the model's, else 0.9")
+    p.add_argument("--top-k", type=non_negative_int,
+                   help="default: the model's, else 0 (all tokens)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])

@@ -9,7 +9,7 @@ from ..data.labeled import LabelVocab, read_labeled
 from ..errors import ConfigError
 from ..evaluation import classification_metrics, format_confusion
 from ..inference import Classifier
-from .arguments import labeled_data_arguments, labeled_data_options
+from .arguments import labeled_data_arguments, labeled_data_options, non_negative_int
 from .output import say, write_json
 from .registry import Command
 
@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--text", action="append", help="a text to classify (repeatable)")
     src.add_argument("--data", help="a file of texts (CSV, TSV, JSONL, .txt, 'label text' lines); "
                      "with labels the metrics are printed too")
-    p.add_argument("--show", type=int, default=10, help="predictions to print for --data")
+    p.add_argument("--show", type=non_negative_int, default=10,
+                   help="predictions to print for --data")
     labeled_data_arguments(p)
 
 

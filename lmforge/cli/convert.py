@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files.guard import check_output, replace_directory
+from ..files.lock import lock_output
 from ..interop import export_hf, import_hf
 from ..interop.gguf import import_gguf
 from ..modeldir import Source, read_config, read_meta
@@ -16,13 +18,18 @@ from .output import say
 from .registry import Command
 
 DTYPES = ["float32", "bfloat16", "float16"]
+OVERWRITE_HELP = "replace --out if it is not empty (its old contents are removed)"
 
 
-def import_model(src: str, out: str, dtype: str | None = None) -> Path:
-    """Convert a Hugging Face model directory (or a GGUF file) into an lmforge model directory."""
+def import_model(src: str, out: str, dtype: str | None = None, overwrite: bool = False) -> Path:
+    """Convert a Hugging Face model directory (or a GGUF file) into an lmforge model directory.
+    ``out`` must not be (inside) ``src``, nor a non-empty directory unless ``overwrite``; it
+    is locked while written and appears whole (:func:`lmforge.files.guard.replace_directory`)."""
     t0 = time.perf_counter()
+    check_output(out, [src], overwrite)
     convert = import_gguf if Path(src).suffix.lower() == ".gguf" else import_hf
-    path = convert(src, out, dtype)
+    with lock_output(out):
+        path = replace_directory(out, lambda tmp: convert(src, tmp, dtype))
     cfg = read_config(path)
     meta = read_meta(path)
     source = meta.imported_source() or Source(kind="imported")
@@ -40,11 +47,14 @@ def import_model(src: str, out: str, dtype: str | None = None) -> Path:
     return path
 
 
-def export_model(model_dir: str, fmt: str, out: str) -> Path:
-    """Write an lmforge model directory in another format (``hf``: Hugging Face transformers)."""
+def export_model(model_dir: str, fmt: str, out: str, overwrite: bool = False) -> Path:
+    """Write an lmforge model directory in another format (``hf``: Hugging Face transformers);
+    ``out`` guarded, locked and written whole as for :func:`import_model`."""
     if fmt != "hf":
         raise ConfigError(f"--format {fmt!r} is not supported; choose hf")
-    path = export_hf(model_dir, out)
+    check_output(out, [model_dir], overwrite)
+    with lock_output(out):
+        path = replace_directory(out, lambda tmp: export_hf(model_dir, tmp))
     arch = json.loads((path / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     say(f"exported {model_dir} as {arch} -> {path}")
     auto = "AutoModelForSeq2SeqLM" if "MarianMT" in arch else "AutoModelForCausalLM"
@@ -57,6 +67,7 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--dtype", choices=DTYPES,
                    help="cast the weights (default: keep the checkpoint's)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,14 +75,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="hf", choices=["hf"],
                    help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM)")
     p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def run_import(args: argparse.Namespace) -> None:
-    import_model(args.src, args.out, args.dtype)
+    import_model(args.src, args.out, args.dtype, args.overwrite)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    export_model(args.model_dir, args.format, args.out)
+    export_model(args.model_dir, args.format, args.out, args.overwrite)
 
 
 COMMANDS = [

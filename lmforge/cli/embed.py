@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..tasks.embed import embed_file
-from .arguments import labeled_data_arguments, labeled_data_options
+from .arguments import labeled_data_arguments, labeled_data_options, non_negative_int
 from .output import say, write_json
 from .registry import Command
 
@@ -42,9 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: what the model records (MiniLM: mean), else mean")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise (default: what the model records, else no)")
-    p.add_argument("--max-len", type=int, default=0, help="tokens per text (default 256)")
+    p.add_argument("--max-len", type=non_negative_int, default=0,
+                   help="tokens per text (default 256)")
     p.add_argument("--truncation", default="head", choices=["head", "tail", "head+tail"])
-    p.add_argument("--clusters", type=int, default=0, metavar="K", help="cluster into K groups")
+    p.add_argument("--clusters", type=non_negative_int, default=0, metavar="K",
+                   help="cluster into K groups")
     p.add_argument("--method", default="kmeans", choices=["kmeans", "agglomerative"])
     p.add_argument("--plot", help="PNG of a 2-D projection coloured by cluster (or label)")
     p.add_argument("--projection", default="pca", choices=["pca", "tsne"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..tasks.evaluate import evaluate_model_dir
+from .arguments import non_negative_float, non_negative_int, positive_int
 from .output import say, write_json
 from .registry import Command
 
@@ -16,14 +17,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "sentences, or a TSV/JSONL of pairs (encoder–decoders)")
     p.add_argument("--ref",
                    help="encoder–decoder: reference translations, line-aligned with --data")
-    p.add_argument("--beam", type=int, default=4, help="encoder–decoder: beam size (1 = greedy)")
-    p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--limit", type=int, default=0, help="encoder–decoder: first N sentences only")
-    p.add_argument("--samples", type=int, default=5,
+    p.add_argument("--beam", type=positive_int, default=4,
+                   help="encoder–decoder: beam size (1 = greedy)")
+    p.add_argument("--length-penalty", type=non_negative_float, default=1.0)
+    p.add_argument("--limit", type=non_negative_int, default=0,
+                   help="encoder–decoder: first N sentences only")
+    p.add_argument("--samples", type=non_negative_int, default=5,
                    help="encoder–decoder: translations to show next to their references")
-    p.add_argument("--stride", type=int, help="sliding-window stride (default: half the context)")
-    p.add_argument("--batch-size", type=int, help="default 8 (language models), 64 (translation)")
-    p.add_argument("--max-chars", type=int, default=0, help="evaluate only the first N characters")
+    p.add_argument("--stride", type=positive_int,
+                   help="sliding-window stride (default: half the context)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="default 8 (language models), 64 (translation)")
+    p.add_argument("--max-chars", type=non_negative_int, default=0,
+                   help="evaluate only the first N characters")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--baseline", metavar="BASE_DIR", help="also score the model before "

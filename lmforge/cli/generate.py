@@ -7,22 +7,33 @@ import argparse
 
 from ..finetune import load_with_adapter
 from ..inference import ChatSession, GenerationConfig, generation_settings, stream_ids
+from ..inference.settings import Sampling, effective_sampling
 from ..modeldir import load_model_dir
 from .output import say
+from .arguments import non_empty_str, non_negative_int, positive_int
 from .registry import Command
 
 
-def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-             top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+GENERATE_SAMPLING = Sampling(temperature=0.8, top_k=0, top_p=1.0)
+"""`lmforge generate`'s own defaults, where neither the user nor the model says."""
+
+
+def generate(model_dir: str, prompt: str, max_new_tokens: int = 200,
+             temperature: float | None = None, top_k: int | None = None,
+             top_p: float | None = None, seed: int | None = None,
              stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
              dtype: str | None = None, stream: bool = True, chat: bool = False,
              adapter: str | None = None) -> list[str]:
     """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
     chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
-    import), else at the tokenizer's ``<|endoftext|>``."""
+    import), else at the tokenizer's ``<|endoftext|>``. Sampling settings left None come from
+    the model's meta.json (its recommended ``generation`` defaults), else
+    :data:`GENERATE_SAMPLING`."""
     lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
           load_model_dir(model_dir, device=device, dtype=dtype))
     settings = generation_settings(lm.meta, lm.tokenizer)
+    sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  defaults=GENERATE_SAMPLING)
     eos = settings.eos_token_ids
     ids = lm.tokenizer.encode(prompt).ids
     if chat:
@@ -31,9 +42,9 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
         ids, eos = session.prompt_ids(), session.stop_ids
     outs = []
     for i in range(num_samples):
-        gcfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_k=top_k, top_p=top_p,
-                                seed=None if seed is None else seed + i, stop=list(stop or []))
+        gcfg = sampling.apply(GenerationConfig(max_new_tokens=max_new_tokens,
+                                               seed=None if seed is None else seed + i,
+                                               stop=list(stop or [])))
         if num_samples > 1:
             say(f"--- sample {i + 1} ---")
         pieces = []
@@ -52,14 +63,17 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200, temperature
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--max-new-tokens", type=positive_int, default=200)
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the "
+                   "model's recommended value from its meta.json, else 0.8)")
     p.add_argument("--greedy", action="store_true", help="same as --temperature 0")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=non_negative_int,
+                   help="default: the model's, else 0 (all tokens)")
+    p.add_argument("--top-p", type=float, help="default: the model's, else 1.0")
     p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--stop", type=non_empty_str, action="append", default=[],
+                   help="stop string (repeatable)")
+    p.add_argument("--num-samples", type=positive_int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")

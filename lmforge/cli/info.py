@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import argparse
 import resource
+import time
 
 from ..config import to_dict
 from ..inference import generation_settings
 from ..modeldir import ModelMeta, Source, load_model_dir, meta_to_dict
+from ..modeldir.directory import verify_weights
 from .output import say, write_json
 from .registry import Command
 
 
-def info(model_dir: str) -> dict:
-    """Load ``model_dir``, print its description and return it as a dict (``--json``)."""
+def info(model_dir: str, verify: bool = False) -> dict:
+    """Load ``model_dir``, print its description and return it as a dict (``--json``);
+    ``verify``: first check model.safetensors against the sha256 meta.json records (a mismatch
+    is a CheckpointError; loading refuses non-finite weights either way)."""
+    t0 = time.perf_counter()
+    recorded = verify_weights(model_dir) if verify else None
+    verify_s = time.perf_counter() - t0
     lm = load_model_dir(model_dir)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     source = lm.meta.imported_source()
@@ -32,6 +39,9 @@ def info(model_dir: str) -> dict:
               "source": to_dict(source) if source else None,
               "stop_tokens": [lm.tokenizer.id_to_token(i) for i in gen.eos_token_ids],
               "chat_template": gen.chat_template is not None, "meta": meta_to_dict(lm.meta)}
+    if verify:
+        report["verify"] = {"sha256": "ok" if recorded else "not recorded", "finite": True,
+                            "seconds": round(verify_s, 3)}
     say(f"model directory   {lm.path}")
     say(f"architecture      {cfg['arch']}: {cfg['n_layer']} layers, d_model {cfg['d_model']}, "
         f"{cfg['n_head']} heads ({cfg.get('n_kv_head') or cfg['n_head']} kv), "
@@ -49,6 +59,11 @@ def info(model_dir: str) -> dict:
     say(f"load time         {lm.load_seconds:.3f} s, peak resident memory {rss_mb:.0f} MB "
         f"(weights {weight_bytes / 2**20:.0f} MiB; float32 ones are memory-mapped, resident "
         "once used)")
+    if verify:
+        say("integrity         " + ("ok: model.safetensors matches the sha256 in meta.json"
+                                    if recorded else "no sha256 recorded in meta.json (saved "
+                                    "before lmforge recorded one): not checked")
+            + f" ({verify_s:.2f} s); all weights finite")
     return report
 
 
@@ -72,10 +87,12 @@ def _say_history(meta: ModelMeta, source: Source | None) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir")
     p.add_argument("--json", help="also write the report to this JSON file")
+    p.add_argument("--verify", action="store_true", help="check model.safetensors against the "
+                   "sha256 recorded in meta.json and say ok (or why not)")
 
 
 def run(args: argparse.Namespace) -> None:
-    write_json(info(args.model_dir), args.json)
+    write_json(info(args.model_dir, verify=args.verify), args.json)
 
 
 COMMANDS = [Command("info", "architecture, parameters, tokenizer, provenance", add_arguments, run)]

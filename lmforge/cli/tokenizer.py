@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ..data import read_documents
+from ..errors import ConfigError
+from ..files.guard import check_output
 from ..tokenizers import save_tokenizer, tokenizer_report, train_tokenizer
 from ..tokenizers.special import SEQ2SEQ_SPECIAL_TOKENS
 from .output import say, say_fields
@@ -15,10 +18,12 @@ from .registry import Command
 
 def tokenizer_train(files: list[str], kind: str = "bpe", vocab_size: int = 4096,
                     out: str = "tokenizer.json", min_frequency: int = 2,
-                    special_tokens: list[str] | None = None) -> dict:
+                    special_tokens: list[str] | None = None, overwrite: bool = False) -> dict:
     """Train a ``kind`` tokenizer on ``files``, save it to ``out`` and print its vocabulary
-    size and characters per token; returns the report."""
+    size and characters per token; returns the report. An existing ``out`` is replaced only
+    with ``overwrite``, and never inside a model directory (its ids would no longer match)."""
     t0 = time.perf_counter()
+    check_tokenizer_out(out, files, overwrite)
     tok = train_tokenizer(files, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency,
                           special_tokens=special_tokens)
     path = save_tokenizer(tok, out)
@@ -32,6 +37,16 @@ def tokenizer_train(files: list[str], kind: str = "bpe", vocab_size: int = 4096,
     return report
 
 
+def check_tokenizer_out(out: str, files: list[str], overwrite: bool) -> None:
+    """Refuse ``out`` inside a model directory (one with a config.json), equal to an input,
+    a directory, or an existing file unless ``overwrite``."""
+    model_config = Path(out).parent / "config.json"
+    if model_config.is_file():
+        raise ConfigError(f"--out {out} is inside a model directory ({model_config} exists): "
+                          "a new tokenizer would not match the model's ids; write it elsewhere")
+    check_output(out, files, overwrite, kind="file")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="tok_command", required=True, metavar="SUBCOMMAND")
     t = sub.add_parser("train", help="train a tokenizer on text files -> tokenizer.json")
@@ -40,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--vocab-size", type=int, default=4096)
     t.add_argument("--min-frequency", type=int, default=2)
     t.add_argument("--out", default="tokenizer.json")
+    t.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     t.add_argument("--special-tokens", help="comma-separated special tokens (default: the kind's "
                    "own, e.g. <|endoftext|> for bpe)")
     t.add_argument("--seq2seq", action="store_true", help="the special tokens an encoder–"
@@ -58,7 +74,8 @@ def special_tokens(listed: str | None, seq2seq: bool = False) -> list[str] | Non
 
 def run(args: argparse.Namespace) -> None:
     tokenizer_train(args.files, args.kind, args.vocab_size, args.out, args.min_frequency,
-                    special_tokens=special_tokens(args.special_tokens, args.seq2seq))
+                    special_tokens=special_tokens(args.special_tokens, args.seq2seq),
+                    overwrite=args.overwrite)
 
 
 COMMANDS = [Command("tokenizer", "tokenizer commands", add_arguments, run)]

@@ -13,6 +13,7 @@ from ..inference.translate import DecodeConfig
 from ..tasks.evaluate import load_translator
 from ..viz import plot_attention as plot
 from .output import say
+from .arguments import non_negative_float, positive_float, positive_int
 from .registry import Command
 
 
@@ -72,14 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", default="mean", choices=["mean", "all"],
                    help="heatmap: heads averaged, or one panel per head")
     p.add_argument("--layer", type=int, default=-1, help="heatmap: decoder layer (default last)")
-    p.add_argument("--beam", type=int, default=4, help="beam size (1 = greedy search)")
-    p.add_argument("--length-penalty", type=float, default=1.0,
+    p.add_argument("--beam", type=positive_int, default=4, help="beam size (1 = greedy search)")
+    p.add_argument("--length-penalty", type=non_negative_float, default=1.0,
                    help="rank finished beams by logp / length ** this")
-    p.add_argument("--max-len-ratio", type=float, default=1.5,
+    p.add_argument("--max-len-ratio", type=positive_float, default=1.5,
                    help="at most ratio x source tokens (+ 10) target tokens")
     p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                    help="search on until no running beam can beat the finished ones")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
 
 

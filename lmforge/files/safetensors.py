@@ -71,7 +71,7 @@ def _entry_problem(name: str, info: object, data_size: int) -> str | None:
 def read_header(fh: BinaryIO, f: Path) -> tuple[dict[str, dict], int]:
     """The checked tensor entries of the open safetensors file ``fh`` (named ``f`` in
     errors; ``__metadata__`` left out) and the offset of its data area."""
-    bad = f"{f} is not a valid safetensors file"
+    bad = f"{f} is corrupt or truncated (not a valid safetensors file)"
     fix = "re-export or retrain the model"
     size = fh.seek(0, 2)
     fh.seek(0)

@@ -114,11 +114,37 @@ def list_files(paths: PathLike | Iterable[PathLike]) -> list[tuple[Path, list[Pa
     return out
 
 
+MAX_DECOMPRESSED = 4 << 30
+"""Default bound on the bytes a ``.gz`` file may decompress to (``LMFORGE_MAX_DECOMPRESSED``
+raises or lowers it): a small hostile file must not expand into all of memory."""
+
+
+def max_decompressed() -> int:
+    raw = os.environ.get("LMFORGE_MAX_DECOMPRESSED", "")
+    try:
+        return int(raw) if raw.strip() else MAX_DECOMPRESSED
+    except ValueError:
+        raise DataError(f"LMFORGE_MAX_DECOMPRESSED={raw!r} is not a number of bytes") from None
+
+
+def _read_gzip(path: Path) -> bytes:
+    limit = max_decompressed()
+    chunks, total = [], 0
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):  # chunk by chunk: read(limit) would allocate limit
+            total += len(chunk)
+            if total > limit:
+                raise DataError(f"{path}: decompresses to more than {limit} bytes; set "
+                                "LMFORGE_MAX_DECOMPRESSED to a larger number of bytes if this "
+                                "file is meant to be that large")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         if path.suffix.lower() == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
+            return _read_gzip(path)
         return path.read_bytes()
     except (gzip.BadGzipFile, EOFError) as e:
         raise DataError(

@@ -34,6 +34,11 @@ from .settings import GenerationSettings, effective_sampling, generation_setting
 CHATML_END = "<|im_end|>"
 
 
+class MessageTooLong(GenerationError):
+    """A user message that does not fit the model's context even alone: it is left out of the
+    history, which stays as it was, so the conversation can go on."""
+
+
 class ChatSession:
     def __init__(self, model: nn.Module, tokenizer, *, settings: GenerationSettings | None = None,
                  system: str | None = None, gen: GenerationConfig | None = None,
@@ -88,6 +93,7 @@ class ChatSession:
     def _fit(self) -> tuple[list[int], int]:
         """(prompt ids, max new tokens) that fit the context, dropping the oldest exchanges."""
         want = self.gen.max_new_tokens
+        before = self.messages[:-1]  # the history as it was, should the message not fit
         ids = self.prompt_ids()
         dropped = 0
         while len(ids) + want > self.context and len(self.messages) > 1:
@@ -95,15 +101,15 @@ class ChatSession:
             del self.messages[:n]
             dropped += n
             ids = self.prompt_ids()
+        if len(ids) >= self.context:
+            self.messages[:] = before
+            raise MessageTooLong(f"that message is too long: {len(ids)} tokens; the model's "
+                                 f"context is {self.context}; shorten it")
         if dropped:
             self.dropped += dropped
             self.on_notice(f"the conversation no longer fits the model's {self.context}-token "
                            f"context: dropped the {dropped} oldest message(s)")
         room = self.context - len(ids)
-        if room < 1:
-            self.messages.pop()
-            raise GenerationError(f"the message is too long: the prompt is {len(ids)} tokens and "
-                                  f"the model's context is {self.context}; shorten it")
         if room < want:
             self.on_notice(f"only {room} tokens of the {self.context}-token context are left "
                            "for the reply")

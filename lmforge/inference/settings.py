@@ -112,3 +112,10 @@ def effective_sampling(model: ModelMeta | Generation | None, *, temperature: flo
         else:
             values[f.name], origin[f.name] = getattr(defaults, f.name), "lmforge"
     return Sampling(**values, origin=origin)
+
+
+def describe_sampling(s: Sampling) -> str:
+    """One line for a person: each setting and where it came from (user, model, lmforge)."""
+    origin = lambda k: {"model": " from the model", "user": ""}.get(s.origin.get(k), "")  # noqa: E731
+    return (f"temperature {s.temperature:g}{origin('temperature')}, top-k {s.top_k}"
+            f"{origin('top_k')}, top-p {s.top_p:g}{origin('top_p')}")

@@ -28,6 +28,8 @@ from tokenizers import AddedToken, Tokenizer, models, processors
 from ..blocks import rope_inv_freq
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..modeldir.meta import Generation, Source
+from .gguf_checks import check_architecture, check_hparams, check_token_list, one_error
+from .gguf_scan import scan_gguf
 from .hf.files import byte_level_bpe
 from .huggingface import write_imported
 
@@ -232,21 +234,22 @@ def generation_settings(meta: dict[str, Any]) -> Generation:
                       **sampling_defaults(meta))
 
 
+@one_error  # a malformed file gives one CheckpointError, whatever library trips on it
 def import_gguf(src: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
-    """Convert a GGUF file into an lmforge model directory (float32 weights unless ``dtype``)."""
+    """Convert a GGUF file into an lmforge model directory (float32 weights unless ``dtype``).
+    The header, metadata and tensor infos are read and bounded by :mod:`.gguf_scan`, the
+    metadata checked by :mod:`.gguf_checks` before anything is dequantised or built."""
     gguf, path = _gguf(), Path(src)
     if not path.is_file():
         raise CheckpointError(f"GGUF file {str(path)!r} does not exist")
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError) as e:
-        raise CheckpointError(f"{path} cannot be read as GGUF ({e})") from None
-    meta = {name: field.contents() for name, field in reader.fields.items()
-            if not name.startswith("GGUF.")}
-    architecture(meta)  # refuse before dequantising anything
+    reader = scan_gguf(path)  # every count, length and offset checked against the file
+    meta = reader.metadata
+    check_architecture(meta, path, ARCHITECTURES)  # refuse before dequantising anything
+    check_token_list(meta, path)
     tokenizer = gguf_tokenizer(meta)
     for t in reader.tensors:  # refuse an unsupported type before dequantising the others
         _check_type(t, gguf)
+    check_hparams(meta, reader.tensors, path)  # sizes against caps before any allocation
     tensors = {hf_name(t.name): _tensor(t, gguf) for t in reader.tensors}
     hf = hf_config(meta, tensors, tensors.pop("rope_freqs.weight", None))
     if hf["model_type"] == "llama":  # llama.cpp's converter permuted q and k for its RoPE

@@ -27,8 +27,10 @@ from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..models import ModelConfig, build_model
 from ..files.atomic import atomic_write, atomic_write_text
+from ..files.guard import is_empty_dir, replace_directory
 from ..files.safetensors import read_safetensors, stream_tensors
 from .meta import ModelMeta, as_meta, dumps_meta, read_meta_file
+from .integrity import check_finite, verify_sha256, with_sha256
 
 CONFIG, WEIGHTS, TOKENIZER, META = "config.json", "model.safetensors", "tokenizer.json", "meta.json"
 SOURCE_TOKENIZER = "source_tokenizer.json"
@@ -67,15 +69,22 @@ def save_model_dir(path: str | Path, model: nn.Module, tokenizer,
 
 
 def write_model_dir(path: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor], tokenizer,
-                    meta: ModelMeta | dict | None = None) -> Path:
+                    meta: ModelMeta | dict | None = None, in_place: bool = False) -> Path:
     """Write a model directory from a config and a state dict (each tensor once, tied weights
-    left out) without building the model, as converters do."""
+    left out) without building the model, as converters do. A new (or empty) directory is
+    written beside it and renamed into place, so its files appear together or not at all; an
+    existing one (a run saving a checkpoint) file by file, each atomically (or with
+    ``in_place``)."""
     path = Path(path)
+    if not in_place and (not path.exists() or is_empty_dir(path)):
+        return replace_directory(path, lambda tmp: write_model_dir(tmp, cfg, tensors, tokenizer,
+                                                                    meta, in_place=True))
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(path / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     atomic_write_text(path / CONFIG, json.dumps(to_dict(cfg), indent=2) + "\n")
     if tokenizer is not None:
         atomic_write_text(path / TOKENIZER, tokenizer.to_str(pretty=True))
+    meta = record_weights_sha256(path, meta)  # integrity: checked at load (integrity.py)
     write_meta(path, as_meta(meta, str(path / META)))
     return path
 
@@ -153,6 +162,18 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return read_safetensors(Path(path) / WEIGHTS)
 
 
+def verify_weights(path: str | Path) -> bool:
+    """Check ``path/model.safetensors`` against the sha256 meta.json records (True), if it
+    records one (else False); a mismatch raises CheckpointError."""
+    return verify_sha256(path, read_meta(path), WEIGHTS)
+
+
+def record_weights_sha256(path: str | Path, meta: ModelMeta | dict | None) -> ModelMeta:
+    """``meta`` with the sha256 of ``path/model.safetensors`` in its ``files`` (the write side
+    calls this just before writing meta.json)."""
+    return with_sha256(path, meta, WEIGHTS, str(Path(path) / META))
+
+
 def check_tensors(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
     """Refuse a state dict whose names or shapes do not fit ``cfg`` (compared with the model
     built on the meta device, so nothing is allocated). Tied tensors may be absent."""
@@ -201,7 +222,10 @@ def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]
     mapped; with one, each tensor is read into memory, cast and released in turn, so the
     checkpoint is never resident in two dtypes at once (a mapped file's pages would count)."""
     if dtype is None:
-        return read_weights(path)
+        tensors = read_weights(path)
+        verify_weights(path)
+        check_finite(tensors, path / WEIGHTS)
+        return tensors
     f = path / WEIGHTS
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
@@ -209,8 +233,10 @@ def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]
     out = {}
     try:
         with fh:
+            verify_weights(path)
             for name in header:
                 t = read(name)
+                check_finite({name: t}, f)  # before the cast: float16 may overflow
                 out[name] = t.to(dtype) if t.is_floating_point() else t
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{f} is corrupt or truncated; re-export or retrain the model "

@@ -156,6 +156,9 @@ class ModelMeta:
     classifier: ClassifierInfo | None = None
     eval: dict | None = None
     metrics: dict | None = None
+    files: dict[str, str] | None = None
+    """Integrity: file name -> its sha256 (hex), recorded at save (``model.safetensors``) and
+    checked at load (:mod:`lmforge.modeldir.integrity`)."""
     extra: dict = field(default_factory=dict)
     """Anything else, by key: written at the top level of meta.json beside the typed fields
     (so files stay readable by older readers), read back from any key lmforge does not know."""
@@ -172,8 +175,9 @@ class ModelMeta:
         """A copy with ``fields`` set (typed fields checked; other names go into ``extra``)."""
         return apply_fields(self, fields)
 
-    # Transitional: a read-only dict view in the version-less layout, for callers that still
-    # read meta as a dict (``meta.get("imported_from")``); read the typed fields instead.
+    # Read-only dict access in the version-less layout (``meta["task"]``,
+    # ``meta.get("imported_from")``), so code written against the earlier dict meta keeps
+    # working; new code reads the typed fields.
     def get(self, key: str, default: Any = None) -> Any:
         return legacy_view(self).get(key, default)
 

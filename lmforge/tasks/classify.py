@@ -176,7 +176,7 @@ class ClassifyTask(Task):
             meta["tokenizer"] = {"path": run.cfg.classify.init_from, "vocab_size": run.vocab}
         return meta
 
-    def save(self, run: RunState, model, meta: dict) -> None:
+    def save(self, run: RunState, model, meta) -> None:
         """The model directory; lora/qlora: the merged classifier (what `lmforge classify`
         loads) and the adapter with the head in ``OUT_DIR/adapter``. Always the whole
         classifier (the trainer's model is the head alone with cached features)."""
@@ -184,10 +184,10 @@ class ClassifyTask(Task):
         if peft is None:
             save_model_dir(run.out, model, run.tokenizer, meta)
             return
-        save_model_dir(run.out, merged_copy(model), run.tokenizer, {**meta, "adapter": ADAPTER_DIR})
+        save_model_dir(run.out, merged_copy(model), run.tokenizer, meta.with_fields(adapter=ADAPTER_DIR))
         save_adapter(model, run.out / ADAPTER_DIR, meta={"classify": {
             "labels": run.state["splits"].vocab.labels, "init_from": cc.init_from,
-            "mode": cc.mode, "training": meta.get("training")}})
+            "mode": cc.mode, "training": meta.training}})
 
     def make_trainer(self, run: RunState, model, data: TaskData, on_save):
         """AdapterTrainer for lora/qlora; the head alone for head-only with cached features

@@ -9,6 +9,7 @@ A task (:class:`~lmforge.tasks.registry.Task`) overrides only the steps that are
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 
 from ..config import to_dict
+from ..files.lock import lock_output
+from ..modeldir.meta import ModelMeta, Source
 from .config import RunConfig
 from .registry import Task, TaskData, get_task
 from .steps import TrainRun, finish_run, machine, prepare_out_dir, write_run_file
@@ -44,14 +47,16 @@ class RunState:
         return self.trainer.dist.world_size if self.trainer is not None else 1
 
 
-def base_meta(run: RunState, model, data: TaskData) -> dict:
-    """The meta.json fields every task writes; the task's own :meth:`Task.meta` is added."""
+def base_meta(run: RunState, model, data: TaskData) -> ModelMeta:
+    """The meta.json every task writes (a trained model: its task, data, tokenizer, size,
+    config, machine), with the task's own :meth:`Task.meta` fields added."""
     tok = run.cfg.tokenizer
-    return {"task": run.task.name, "data": data.meta,
-            "tokenizer": {"kind": "file" if tok.path else tok.kind, "vocab_size": run.vocab},
-            "parameters": model.num_params() if hasattr(model, "num_params") else
-            sum(p.numel() for p in model.parameters()),
-            "run_config": to_dict(run.cfg), "machine": machine(), **run.task.meta(run)}
+    params = model.num_params() if hasattr(model, "num_params") else \
+        sum(p.numel() for p in model.parameters())
+    meta = ModelMeta(task=run.task.name, source=Source(kind="trained"), data=data.meta,
+                     tokenizer={"kind": "file" if tok.path else tok.kind, "vocab_size": run.vocab},
+                     parameters=params, run_config=to_dict(run.cfg), machine=machine())
+    return meta.with_fields(**run.task.meta(run))
 
 
 def train_task(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
@@ -61,7 +66,16 @@ def train_task(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
 
     ``resume`` continues the latest checkpoint (the config must match its run.toml);
     ``overwrite`` discards an earlier run's checkpoints; ``stop_at`` ends the run early at
-    that step (as a kill would, for tests). Returns a :class:`~lmforge.tasks.steps.TrainRun`."""
+    that step (as a kill would, for tests). Returns a :class:`~lmforge.tasks.steps.TrainRun`.
+
+    The main process holds ``cfg.out_dir``'s lock (:func:`lmforge.files.lock_output`) for the
+    whole run: a second run into the same directory is refused with "in use by pid N"."""
+    with lock_output(cfg.out_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _train_task(cfg, resume=resume, overwrite=overwrite, stop_at=stop_at)
+
+
+def _train_task(cfg: RunConfig, *, resume: bool, overwrite: bool,
+                stop_at: int | None) -> TrainRun:
     task = get_task(cfg)
     if not cfg.task:  # run.toml records the task that ran, so --resume compares like with like
         cfg.task = task.name
@@ -77,7 +91,7 @@ def train_task(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False,
     model = task.build_model(run)
     meta = base_meta(run, model, data)
     trainer = run.trainer = task.make_trainer(
-        run, model, data, on_save=lambda m, summary: task.save(run, m, {**meta, "training": summary}))
+        run, model, data, on_save=lambda m, summary: task.save(run, m, meta.with_fields(training=summary)))
     t0 = time.time()
     result = trainer.fit(resume=resume, stop_at=stop_at)
     train_run = TrainRun(out, result, cfg, run.tokenizer, model, finish_run(trainer, result, out, t0))

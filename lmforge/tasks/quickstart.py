@@ -31,7 +31,9 @@ QUICKSTART = {
 
 def quickstart(data: str | None = None, out_dir: str = "runs/quickstart", steps: int | None = None,
                prompt: str | None = None, samples: int = 2, seed: int = 1337,
-               overrides: list[str] | None = None, say=print) -> dict:
+               overrides: list[str] | None = None, say=print, overwrite: bool = False) -> dict:
+    """Train, evaluate and sample; an earlier run's checkpoints in ``out_dir`` are refused
+    (as ``lmforge train`` does) unless ``overwrite``."""
     if data:
         paths, what = [data], f"your data: {data}"
     else:
@@ -45,7 +47,7 @@ def quickstart(data: str | None = None, out_dir: str = "runs/quickstart", steps:
     apply_overrides(d, overrides or [])
     cfg = from_dict(RunConfig, d)
     say(f"lmforge quickstart: training a {cfg.model.n_layer}-layer GPT on {what}")
-    run = train_lm(cfg, overwrite=True)
+    run = train_lm(cfg, overwrite=overwrite)
     r = run.result
     say("")
     say(f"trained {r.step} steps on {r.tokens:,} tokens in {r.elapsed_s:.0f} s "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 from ..errors import ConfigError
 from ..modeldir import save_model_dir
+from ..modeldir.meta import ModelMeta
 from ..models import build_model
 from ..training import TrainConfig, Trainer
 from .steps import data_paths, fit_vocab, run_tokenizer
@@ -104,10 +105,11 @@ class Task:
         return type(self).objective
 
     def meta(self, run: RunState) -> dict:
-        """Task-specific meta.json fields (seq2seq_tokens, classifier, ...)."""
+        """Task-specific meta.json fields (seq2seq_tokens, classifier, ...): typed fields of
+        :class:`~lmforge.modeldir.meta.ModelMeta` by name; other names are kept in its extra."""
         return {}
 
-    def save(self, run: RunState, model, meta: dict) -> None:
+    def save(self, run: RunState, model, meta: ModelMeta) -> None:
         """Write the model directory (called at each checkpoint and at the end)."""
         save_model_dir(run.out, model, run.tokenizer, meta)
 

@@ -275,7 +275,7 @@ class TranslationTask(Seq2SeqTask):
                   "valid_pairs": len(valid) if valid is not None else 0,
                   "languages": [sc.src_lang, sc.tgt_lang] if sc.data_dir else None})
 
-    def save(self, run: RunState, model, meta: dict) -> None:
+    def save(self, run: RunState, model, meta) -> None:
         save_model_dir(run.out, model, run.tokenizer, meta)
         if run.state["src_tok"] is not run.tokenizer:
             atomic_write_text(run.out / SOURCE_TOKENIZER, run.state["src_tok"].to_str(pretty=True))

@@ -34,6 +34,7 @@ from ..finetune.checkpoint import AdapterTrainer
 from ..inference.chat_template import find_chat_template
 from ..modeldir import load_model_dir, save_model_dir
 from ..modeldir.directory import read_meta, update_meta
+from ..modeldir.meta import ModelMeta, Source, meta_to_dict
 from ..objectives.sft import sft_loss
 from ..training import Trainer
 from .config import RunConfig
@@ -143,14 +144,15 @@ class SFTTask(Task):
             out["generation"] = generation
         return out
 
-    def save(self, run: RunState, model, meta: dict) -> None:
+    def save(self, run: RunState, model, meta) -> None:
         """full: the model directory; lora/qlora: the adapter directory (the merged model
         directory is written once, at the end)."""
         if run.cfg.sft.mode == "full":
             save_model_dir(run.out, model, run.tokenizer, meta)
         else:
             save_adapter(model, run.out / ADAPTER_DIR, fingerprint=run.state["fingerprint"],
-                         meta={"sft": {k: meta[k] for k in ADAPTER_META if k in meta}})
+                         meta={"sft": {k: v for k, v in meta_to_dict(meta).items()
+                                       if k in ADAPTER_META}})
 
     def make_trainer(self, run: RunState, model, data: TaskData, on_save):
         """A Trainer (full) or an AdapterTrainer (lora/qlora: checkpoints of adapters only)."""
@@ -190,15 +192,16 @@ class SFTTask(Task):
         qlora: the adapter merged into the full-precision base), with the base's generation
         settings and chat template."""
         s, st = run.cfg.sft, run.state
-        meta = {"task": "sft", "base": str(s.init_from), **fields}
+        meta = ModelMeta(task="sft", base=str(s.init_from), source=Source(
+            kind="merged", base=str(s.init_from), adapter=str(run.out / ADAPTER_DIR),
+            origin=st["base_meta"].source)).with_fields(**fields)
         if s.mode == "lora":
             merged = merge_lora(model)
-        else:
+        else:  # the adapter merged into the full-precision base
             merged = load_with_adapter(s.init_from, run.out / ADAPTER_DIR).model
-            meta["merged_into"] = "the full-precision base"
         generation = sft_generation(st["base_meta"], st["template"])
         if generation:
-            meta["generation"] = generation
+            meta = meta.with_fields(generation=generation)
         save_model_dir(run.out, merged, run.tokenizer, meta)
 
 

@@ -17,6 +17,7 @@ import torch
 
 from ..config import dumps_toml, from_dict, load_file, to_dict
 from ..errors import ConfigError, TokenizerError
+from ..files.guard import check_not_input
 from ..modeldir.directory import TOKENIZER
 from ..tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from ..training import Trainer, TrainResult
@@ -86,10 +87,25 @@ def _differing(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, ob
     return out
 
 
+def check_inputs(cfg: RunConfig, table: str = "") -> None:
+    """Refuse an out_dir equal to or inside the task's ``init_from`` model (``[sft]``,
+    ``[classify]``: either way round), a data path or ``tokenizer.path``."""
+    init_from = getattr(getattr(cfg, table, None), "init_from", "") if table else ""
+    if init_from:
+        check_not_input(cfg.out_dir, [init_from], what="out_dir")
+    paths = cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path]
+    check_not_input(cfg.out_dir, [*paths, cfg.tokenizer.path], what="out_dir", both_ways=False)
+
+
 def prepare_out_dir(cfg: RunConfig, resume: bool, overwrite: bool, table: str = "") -> Path:
     """``cfg.out_dir``, created; refuses to train over an earlier run's checkpoints unless
-    resuming it (same task and config, see :func:`check_resumable`) or told to overwrite."""
+    resuming it (same task and config, see :func:`check_resumable`) or told to overwrite,
+    and an out_dir that is a file or equal to/inside the run's inputs (see :func:`check_inputs`)."""
     out = Path(cfg.out_dir)
+    check_inputs(cfg, table)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir {out} is an existing file, not a directory; choose a "
+                          "directory path (or remove the file)")
     if resume:
         if not list_checkpoints(out / "checkpoints"):
             raise ConfigError(f"--resume: {out} holds no checkpoint to resume; start the run "

@@ -47,7 +47,7 @@ def compile_template(template: str):
     jinja2 = _jinja()
     from jinja2 import nodes
     from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from .template_limits import LimitedSandboxedEnvironment  # imports jinja2 (optional)
 
     class Generation(Extension):
         """``{% generation %}...{% endgeneration %}`` (marks assistant text for training
@@ -66,9 +66,10 @@ def compile_template(template: str):
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
                           sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[Generation, jinja2.ext.loopcontrols])
+    env = LimitedSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                      extensions=[Generation, jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
+    env.guard_filters()
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     try:
@@ -83,14 +84,25 @@ def render_chat(messages: list[Message], template: str | None = None, *,
     """The conversation ``messages`` as the prompt text the model was trained on, ending with
     the start of an assistant turn when ``add_generation_prompt`` (as ``transformers``'
     ``tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)``).
-    ``template`` None = ChatML. A template that raises (``raise_exception``) gives ConfigError."""
+    ``template`` None = ChatML. A template that raises (``raise_exception``) or breaks a resource
+    limit (:mod:`lmforge.tokenizers.template_limits`) gives ConfigError."""
     jinja2 = _jinja()
+    from jinja2.sandbox import SecurityError
+    from .template_limits import render_limited  # imports jinja2 (optional)
     for m in messages:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ConfigError(f"a chat message needs a role and a content, got {m!r}")
+    compiled = compile_template(template or CHATML)
     try:
-        return compile_template(template or CHATML).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token, eos_token=eos_token, **variables)
+        return render_limited(compiled, messages=messages,
+                              add_generation_prompt=add_generation_prompt,
+                              bos_token=bos_token, eos_token=eos_token, **variables)
+    except SecurityError as e:
+        raise ConfigError(f"the chat template (meta.json generation.chat_template, or the "
+                          f"model's tokenizer_config.json) broke a resource limit: {e}; "
+                          "fix or remove the template") from None
     except jinja2.exceptions.TemplateError as e:
         raise ConfigError(f"the chat template refused the conversation ({e})") from None
+    except (OverflowError, RecursionError, MemoryError, TypeError, ValueError) as e:
+        raise ConfigError(f"the chat template failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "fix or remove the template") from None

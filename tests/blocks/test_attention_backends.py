@@ -274,7 +274,7 @@ def test_unknown_backend_suggests_a_name():
 def test_window_validation_and_old_configs():
     with pytest.raises(ConfigError, match=r"model\.attention_window: .*sliding_window"):
         ModelConfig(attention="sliding_window")
-    with pytest.raises(ConfigError, match=r"model\.attention_window: must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"model\.attention_window: must be an integer from 0"):
         ModelConfig(attention_window=-1)
     with pytest.raises(ConfigError, match=r"model\.attention_window: .*decoders"):
         ModelConfig(arch="encoder", attention_window=4)

@@ -68,7 +68,7 @@ def test_round_trip_through_meta_json(tmp_path):
     back = read_meta(out)
     assert back.saved_at and back.lmforge_version  # stamped on write
     assert back == ModelMeta(**{**vars(meta), "saved_at": back.saved_at,
-                                "lmforge_version": back.lmforge_version})
+                                "lmforge_version": back.lmforge_version, "files": back.files})
 
 
 @pytest.mark.parametrize("layout", [TRAINED, HF_IMPORT, HF_BERT, AVERAGED],

@@ -16,6 +16,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 
 from ...errors import CheckpointError, ConfigError, TokenizerError
 from ...modeldir.meta import Generation
+from .bounds import check_hf_sizes, shard_paths
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -23,10 +24,15 @@ SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
 def read_json(path: Path) -> dict:
+    """A JSON file holding an object; anything else is one ConfigError naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path} cannot be read as JSON ({e})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(f"{path} cannot be read as JSON ({why})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 def read_hf_config(src: Path) -> dict:
@@ -35,7 +41,9 @@ def read_hf_config(src: Path) -> dict:
                               "directory (config.json + weights + tokenizer)")
     if not (src / "config.json").is_file():
         raise CheckpointError(f"{src} has no config.json; it is not a Hugging Face model directory")
-    return read_json(src / "config.json")
+    hf = read_json(src / "config.json")
+    check_hf_sizes(hf, src / "config.json")  # before anything is built from the sizes
+    return hf
 
 
 def _load_one(path: Path) -> dict[str, torch.Tensor]:
@@ -56,14 +64,9 @@ def read_hf_weights(src: Path) -> dict[str, torch.Tensor]:
             continue
         if not name.endswith(".index.json"):
             return _load_one(path)
-        shards = sorted(set(read_json(path).get("weight_map", {}).values()))
-        if not shards:
-            raise CheckpointError(f"{path} lists no shards in its weight_map")
         out: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            if not (src / shard).is_file():
-                raise CheckpointError(f"{path} names the shard {shard}, which is missing")
-            out.update(_load_one(src / shard))
+        for shard in shard_paths(read_json(path), path):  # plain names inside src only
+            out.update(_load_one(shard))
         return out
     raise CheckpointError(f"{src} has no weights; looked for {', '.join(WEIGHT_FILES)}")
 

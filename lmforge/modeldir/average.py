@@ -12,9 +12,9 @@ import torch
 
 from ..config import to_dict
 from ..errors import CheckpointError
-from ..modeldir.directory import (TOKENIZER, load_tokenizer_file, read_config, read_meta,
+from .directory import (TOKENIZER, load_tokenizer_file, read_config, read_meta,
                                   read_weights, write_model_dir)
-from ..modeldir.meta import AveragedInput, ModelMeta, Source
+from .meta import AveragedInput, ModelMeta, Source
 
 _SAME_META = ("classifier", "sentence_embedding", "seq2seq_tokens")
 """meta.json fields that say how to use the model: they must agree for the mean to mean anything."""

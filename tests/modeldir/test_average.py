@@ -12,7 +12,7 @@ from lmforge.cli.main import main
 from lmforge.errors import CheckpointError
 from lmforge.modeldir import load_model_dir, save_model_dir
 from lmforge.models import ModelConfig, build_model
-from lmforge.training import average_model_dirs
+from lmforge.modeldir import average_model_dirs
 
 
 def tokenizer(extra: str = "") -> Tokenizer:
