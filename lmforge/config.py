@@ -235,13 +235,17 @@ def load_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: cannot parse: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot parse: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a table (a JSON object), got a "
+                          f"{type(data).__name__}")
+    return data
 
 
 def _toml_value(v: Any) -> str:

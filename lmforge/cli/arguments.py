@@ -17,36 +17,23 @@ def _number(kind: type, text: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the flag in its error)."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+def _at_least(kind: type, low: float, strict: bool, what: str, name: str):
+    """An argparse type: a ``kind`` number >= ``low`` (> ``low`` when ``strict``); argparse
+    names the flag in its error, the message says what is allowed."""
+    def parse(text: str):
+        value = _number(kind, text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+positive_int = _at_least(int, 1, False, "an integer >= 1", "positive_int")
+non_negative_int = _at_least(int, 0, False, "an integer >= 0", "non_negative_int")
+positive_float = _at_least(float, 0, True, "a number > 0", "positive_float")
+non_negative_float = _at_least(float, 0, False, "a number >= 0", "non_negative_float")
 
 
 def probability(text: str) -> float:

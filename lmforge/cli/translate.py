@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", default="mean", choices=["mean", "all"],
                    help="heatmap: heads averaged, or one panel per head")
     p.add_argument("--layer", type=int, default=-1, help="heatmap: decoder layer (default last)")
-    p.add_argument("--beam", type=positive_int, default=4, help="beam size (1 = greedy search)")
+    p.add_argument("--beam", type=int, default=4, help="beam size (1 = greedy search)")
     p.add_argument("--length-penalty", type=non_negative_float, default=1.0,
                    help="rank finished beams by logp / length ** this")
     p.add_argument("--max-len-ratio", type=positive_float, default=1.5,

@@ -97,7 +97,12 @@ def replace_directory(out: str | Path, write: Callable[[Path], object]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = sibling_temporary(out), None
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as e:  # name the output the user gave, not the temporary directory
+            if e.filename and str(e.filename).startswith(str(tmp)):
+                e.filename = str(given)
+            raise
         if out.exists():
             old = sibling_temporary(out)
             os.rename(out, old)

@@ -11,6 +11,7 @@ tensors overlap. Every problem is one :class:`~lmforge.errors.CheckpointError` n
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
 
@@ -156,3 +157,13 @@ def stream_tensors(path: str | Path):
         return t.reshape(shape)
 
     return header, read, fh
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write ``tensors`` to ``path`` (safetensors, format "pt"). A failed write (a full disk,
+    a file-size limit) is an OSError naming the file, as any other failed write is, rather
+    than the library's SafetensorError."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as e:
+        raise OSError(errno.EIO, f"write failed, is the disk full? ({e})", str(path)) from None

@@ -9,6 +9,7 @@ file, a file that is not UTF-8 or a malformed JSONL line always gives the same
 from __future__ import annotations
 
 import gzip
+import zlib
 import json
 import os
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ def _read_bytes(path: Path) -> bytes:
         if path.suffix.lower() == ".gz":
             return _read_gzip(path)
         return path.read_bytes()
-    except (gzip.BadGzipFile, EOFError) as e:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib: a corrupt deflate stream
         raise DataError(
             f"{path}: not a valid gzip file ({e}); re-compress it with `gzip` or remove the .gz suffix"
         ) from None

@@ -14,15 +14,29 @@ from typing import Sequence
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..files.atomic import atomic_write, atomic_write_text
+from ..files.safetensors import save_safetensors
 from ..version import __version__
-from .lora import (ADAPTER_CONFIG, ADAPTER_FORMAT, ADAPTER_WEIGHTS, LoRAConfig, LoRALinear,
-                   LoRAReport, _inject, _mark_saved_modules, _report, adaptable_layer_names,
-                   lora_layers, lora_state_dict, saved_module_state, saved_modules)
+from .lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_FORMAT,
+    ADAPTER_WEIGHTS,
+    LoRAConfig,
+    LoRALinear,
+    LoRAReport,
+    _inject,
+    _mark_saved_modules,
+    _report,
+    adaptable_layer_names,
+    lora_layers,
+    lora_state_dict,
+    saved_module_state,
+    saved_modules,
+)
 from .nf4 import NF4Linear
 
 
@@ -92,7 +106,7 @@ def save_adapter(model: nn.Module, path: str | Path, fingerprint: str | None = N
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {**lora_state_dict(model), **saved_module_state(model)}
-    atomic_write(path / ADAPTER_WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(path / ADAPTER_WEIGHTS, lambda p: save_safetensors(tensors, p))
     config = {"format": ADAPTER_FORMAT, "version": 1, **asdict(cfg), "layers": list(layers),
               "base_fingerprint": fp, "trainable_params": sum(t.numel() for t in tensors.values()),
               "lmforge_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

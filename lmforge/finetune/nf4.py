@@ -42,7 +42,8 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..files.safetensors import stream_tensors
 from ..modeldir.directory import (WEIGHTS, LoadedModel, check_vocab, load_tokenizer_file,
-                                  read_config, read_meta, skip_init)
+                                  read_config, read_meta, skip_init, verify_weights)
+from ..modeldir.integrity import check_finite
 from ..models import build_model
 from ._modules import check_not_tied, select, set_submodule
 
@@ -430,7 +431,14 @@ def load_model_dir_nf4(path, patterns: Sequence[str] = DEFAULT_PATTERNS,
     f = path / WEIGHTS
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
-    header, read, fh = stream_tensors(f)
+    verify_weights(path)  # the sha256 meta.json records, before anything is read
+    header, read_raw, fh = stream_tensors(f)
+
+    def read(name: str) -> torch.Tensor:  # each tensor screened for NaN/inf as it is read
+        t = read_raw(name)
+        check_finite({name: t}, f)
+        return t
+
     try:
         report = _quantize_while_reading(model, chosen, header, read, f, block_size,
                                          scale_block_size)

@@ -17,22 +17,34 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tokenizers import processors
 
 from ..config import to_dict
 from ..errors import CheckpointError, ConfigError
 from ..files.atomic import atomic_write, atomic_write_text
-from ..modeldir.directory import (check_tensors, check_vocab, load_tokenizer_file, read_config,
-                                  read_meta, read_weights, write_model_dir)
+from ..files.safetensors import save_safetensors
+from ..modeldir.directory import (
+    check_tensors,
+    check_vocab,
+    load_tokenizer_file,
+    read_config,
+    read_meta,
+    read_weights,
+    write_model_dir,
+)
 from ..modeldir.meta import Generation, ModelMeta, Seq2SeqTokenNames, Source
 from ..models import ModelConfig
 from ..tokenizers import eos_token_id
 from ..tokenizers.special import require_tokens
 from .hf import family_for_config, family_for_model_type
 from .hf.base import cast_tensors, dtype_name, own_storage, unused_tensors
-from .hf.files import (generation_settings, read_hf_config, read_hf_tokenizer, read_hf_weights,
-                       special_tokens)
+from .hf.files import (
+    generation_settings,
+    read_hf_config,
+    read_hf_tokenizer,
+    read_hf_weights,
+    special_tokens,
+)
 
 _TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -168,7 +180,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> Path:
         _end_with_eos(tokenizer, tokenizer_config["eos_token"], ids["eos_token_id"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "model.safetensors",
-                 lambda p: save_file(hf_tensors, str(p), metadata={"format": "pt"}))
+                 lambda p: save_safetensors(hf_tensors, p))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / "tokenizer.json", tokenizer.to_str(pretty=True))
     atomic_write_text(out / "tokenizer_config.json", json.dumps(tokenizer_config, indent=2) + "\n")

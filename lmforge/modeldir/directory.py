@@ -18,19 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch import nn
 
-from ..version import __version__
 from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
-from ..models import ModelConfig, build_model
 from ..files.atomic import atomic_write, atomic_write_text
 from ..files.guard import is_empty_dir, replace_directory
-from ..files.safetensors import read_safetensors, stream_tensors
-from .meta import ModelMeta, as_meta, dumps_meta, read_meta_file
+from ..files.safetensors import read_safetensors, save_safetensors, stream_tensors
+from ..models import ModelConfig, build_model
+from ..version import __version__
 from .integrity import check_finite, verify_sha256, with_sha256
+from .meta import ModelMeta, as_meta, dumps_meta, read_meta_file
 
 CONFIG, WEIGHTS, TOKENIZER, META = "config.json", "model.safetensors", "tokenizer.json", "meta.json"
 SOURCE_TOKENIZER = "source_tokenizer.json"
@@ -80,7 +79,7 @@ def write_model_dir(path: str | Path, cfg: ModelConfig, tensors: dict[str, torch
         return replace_directory(path, lambda tmp: write_model_dir(tmp, cfg, tensors, tokenizer,
                                                                     meta, in_place=True))
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS, lambda p: save_safetensors(tensors, p))
     atomic_write_text(path / CONFIG, json.dumps(to_dict(cfg), indent=2) + "\n")
     if tokenizer is not None:
         atomic_write_text(path / TOKENIZER, tokenizer.to_str(pretty=True))
@@ -119,8 +118,11 @@ def read_config(path: str | Path) -> ModelConfig:
                               "(it needs config.json, model.safetensors, tokenizer.json)")
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{f} is not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{f} must hold a JSON object, got {type(data).__name__}; the "
+                              "file is corrupt")
     try:
         return from_dict(ModelConfig, data, "model")
     except ConfigError as e:

@@ -310,7 +310,7 @@ def read_meta_file(f: Path) -> ModelMeta:
         return ModelMeta()
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{f} is not valid JSON ({e}); the file is corrupt: restore it "
                               "or delete it (the model loads without it)") from None
     return meta_from_dict(data, str(f))

@@ -14,6 +14,8 @@ is refused, not unpickled.
 
 from __future__ import annotations
 
+import errno
+
 import pickle
 import random
 import re
@@ -86,10 +88,20 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _torch_save(state: dict, tmp: Path, path: Path) -> None:
+    """torch.save, whose zip writer reports a failed write (a full disk, a file-size limit) as
+    a RuntimeError: raised as the OSError it is, naming the checkpoint."""
+    try:
+        torch.save(state, tmp)
+    except RuntimeError as e:
+        reason = str(e).splitlines()[0][:200]
+        raise OSError(errno.EIO, f"write failed, is the disk full? ({reason})", str(path)) from None
+
+
 def save_checkpoint(directory: str | Path, step: int, state: dict, keep: int = 2) -> Path:
     """Write ``state`` as ``step_NNNNNNN.pt`` and delete all but the newest ``keep``."""
     path = Path(directory) / f"step_{step:07d}.pt"
-    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_write(path, lambda p: _torch_save(state, p, path))
     if keep > 0:
         for old in list_checkpoints(directory)[:-keep]:
             old.unlink(missing_ok=True)

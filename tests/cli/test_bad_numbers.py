@@ -27,7 +27,6 @@ ARGPARSE_CASES = [
     (["eval", M, "--data", "x", "--beam", "0"], "--beam", ">= 1"),
     (["classify", M, "--text", "a", "--batch-size", "0"], "--batch-size", ">= 1"),
     (["translate", M, "--text", "a", "--batch-size", "0"], "--batch-size", ">= 1"),
-    (["translate", M, "--text", "a", "--beam", "0"], "--beam", ">= 1"),
     (["translate", M, "--text", "a", "--max-len-ratio", "0"], "--max-len-ratio", "> 0"),
     (["embed", M, "--data", "x", "--out", "y", "--batch-size", "0"], "--batch-size", ">= 1"),
     (["embed", M, "--data", "x", "--out", "y", "--clusters", "-2"], "--clusters", ">= 0"),
