@@ -58,8 +58,8 @@ def verify_sha256(path: str | Path, meta: ModelMeta, name: str = "model.safetens
     if not f.is_file():
         raise CheckpointError(f"{f} is missing; the model directory is incomplete")
     if sha256_file(f) != want:
-        raise CheckpointError(f"{f} does not match the sha256 recorded in meta.json (corrupted or "
-                              "replaced); re-export or retrain the model")
+        raise CheckpointError(f"{f} does not match the sha256 recorded in meta.json (corrupt or "
+                              "truncated, or replaced); re-export or retrain the model")
     return True
 
 
