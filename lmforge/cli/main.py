@@ -22,7 +22,7 @@ import sys
 from typing import Sequence
 
 from ..errors import LMForgeError
-from .output import warn
+from .output import guard_outputs, warn
 from .registry import Command, commands
 
 DESCRIPTION = ("Build, train, evaluate, inspect and use transformer models on your own machine. "
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     Argument errors exit through argparse (``SystemExit(2)``), as usual."""
     args = build_parser().parse_args(argv)
     try:
+        guard_outputs(args)
         code = args.cli_command.run(args)
     except (Exception, KeyboardInterrupt) as err:
         if debugging():

@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tokenizers import Tokenizer
@@ -25,7 +26,7 @@ from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError, TokenizerError
 from ..files.atomic import atomic_write, atomic_write_text
 from ..files.guard import is_empty_dir, replace_directory
-from ..files.safetensors import read_safetensors, save_safetensors, stream_tensors
+from ..files.safetensors import read_header, read_safetensors, save_safetensors, stream_tensors
 from ..models import ModelConfig, build_model
 from ..version import __version__
 from .integrity import check_finite, verify_sha256, with_sha256
@@ -277,6 +278,19 @@ def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -
                 getattr(model.get_submodule(src_owner), src_attr))
 
 
+def check_weights_fit(path: Path, cfg: ModelConfig) -> None:
+    """Refuse a config.json whose tensors (names and shapes, from the model built on the meta
+    device) are not the ones model.safetensors's header lists — checked before the model is
+    allocated, so a hostile config.json cannot ask for more memory than the weights hold."""
+    f = path / WEIGHTS
+    if not f.is_file():
+        raise CheckpointError(f"{f} is missing; the model directory is incomplete")
+    with open(f, "rb") as fh:
+        header, _ = read_header(fh, f)
+    shapes = {k: SimpleNamespace(shape=tuple(v["shape"])) for k, v in header.items()}
+    check_tensors(cfg, shapes, str(f))
+
+
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
                    dtype: str | None = None) -> LoadedModel:
     """Load a model directory for inference (eval mode) on ``device``, in ``dtype``. (With a
@@ -288,6 +302,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
     check_vocab(tokenizer, cfg, str(path / TOKENIZER))
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_weights_fit(path, cfg)  # before allocating: config.json alone could ask for terabytes
     with skip_init():
         model = build_model(cfg)
     load_state(path, model, DTYPES[dtype] if dtype else None)

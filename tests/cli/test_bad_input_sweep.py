@@ -41,6 +41,13 @@ def root(tmp_path_factory) -> Path:
         (wide / f.name).write_bytes(f.read_bytes())
     (wide / "config.json").write_text((good / "config.json").read_text().replace(
         '"d_model": 16', '"d_model": 32'), encoding="utf-8")
+    huge = r / "huge_config"  # config.json asks for ~70 billion weights; the file holds 5,000
+    huge.mkdir()
+    for f in good.iterdir():
+        (huge / f.name).write_bytes(f.read_bytes())
+    (huge / "config.json").write_text((good / "config.json").read_text().replace(
+        '"d_model": 16', '"d_model": 8192').replace('"n_layer": 1', '"n_layer": 80'),
+        encoding="utf-8")
     (r / "fresh.toml").write_text(f'out_dir = "{r / "fresh"}"\n[data]\npath = "{corpus}"\n',
                                   encoding="utf-8")
     (r / "binary.bin").write_bytes(bytes(range(256)) * 8)
@@ -62,6 +69,7 @@ CASES = [
     ["train", "--preset", "tiny", "--set", "data.path={r}/binary.bin", "--set", "out_dir={r}/o1"],
     ["train", "{r}/fresh.toml", "--resume"],  # nothing to resume
     ["generate", "{r}/wrong_shape", "--prompt", "a"],
+    ["generate", "{r}/huge_config", "--prompt", "a"],  # refused before anything is allocated
     ["generate", "{r}/missing", "--prompt", "a"],
     ["generate", "{r}/bad_config", "--prompt", "a"],
     ["generate", "{r}/list_config", "--prompt", "a"],
@@ -90,6 +98,11 @@ CASES = [
     ["tokenizer", "train", "{r}/missing.txt", "--out", "{r}/o9.json"],
     ["quickstart", "--data", "{r}/binary.bin", "--out", "{r}/o10", "--steps", "2"],
     ["quickstart", "--data", "{r}/missing", "--out", "{r}/o11", "--steps", "2"],
+    # an output file that is one of the inputs: refused before anything runs
+    ["eval", "{r}/good", "--data", "{r}/corpus.txt", "--json", "{r}/corpus.txt"],
+    ["embed", "{r}/good", "--data", "{r}/corpus.txt", "--out", "{r}/corpus.txt"],
+    ["translate", "{r}/good", "--data", "{r}/corpus.txt", "--out", "{r}/corpus.txt"],
+    ["info", "{r}/good", "--json", "{r}/good/meta.json"],
 ]
 
 
