@@ -31,11 +31,20 @@ def sinusoidal_table(max_len: int, dim: int, base: float = 10000.0) -> torch.Ten
 class SinusoidalPositions(nn.Module):
     """Fixed sine/cosine position vectors ("Attention Is All You Need", section 3.5)."""
 
+    PREBUILT = 4096
+    """Positions computed up front; the table grows when a longer sequence comes, so a model
+    declaring a context of 10^6 does not allocate gigabytes at load."""
+
     def __init__(self, max_len: int, dim: int):
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+        self.dim = dim
+        self.register_buffer("table", sinusoidal_table(min(max_len, self.PREBUILT), dim),
+                             persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:  # (T,) or (B, T) -> (..., C)
+        if positions.numel() and int(positions.max()) >= self.table.shape[0]:
+            grown = sinusoidal_table(int(positions.max()) * 2, self.dim)
+            self.table = grown.to(device=self.table.device, dtype=self.table.dtype)
         return self.table[positions]
 
 

@@ -21,10 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="discard an earlier quickstart run's checkpoints in --out")
 
 
-def run(args: argparse.Namespace) -> None:
-    quickstart(data=args.data, out_dir=args.out, steps=args.steps, prompt=args.prompt,
-               overrides=args.overrides, say=say,
-               overwrite=args.overwrite)
+def run(args: argparse.Namespace) -> int:
+    """The exit code is 128 + N when signal N stopped training (a checkpoint was saved)."""
+    return quickstart(data=args.data, out_dir=args.out, steps=args.steps, prompt=args.prompt,
+                      overrides=args.overrides, say=say,
+                      overwrite=args.overwrite)["result"].exit_code
 
 
 COMMANDS = [Command("quickstart", "train a small GPT on real text, evaluate, sample (minutes)",

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..data import read_documents
 from ..errors import ConfigError
 from ..files.guard import check_output
+from ..files.lock import lock_output
 from ..tokenizers import save_tokenizer, tokenizer_report, train_tokenizer
 from ..tokenizers.special import SEQ2SEQ_SPECIAL_TOKENS
 from .output import say, say_fields
@@ -24,9 +25,11 @@ def tokenizer_train(files: list[str], kind: str = "bpe", vocab_size: int = 4096,
     with ``overwrite``, and never inside a model directory (its ids would no longer match)."""
     t0 = time.perf_counter()
     check_tokenizer_out(out, files, overwrite)
-    tok = train_tokenizer(files, kind=kind, vocab_size=vocab_size, min_frequency=min_frequency,
-                          special_tokens=special_tokens)
-    path = save_tokenizer(tok, out)
+    with lock_output(out):  # one writer at a time (the lock sits beside the file)
+        check_tokenizer_out(out, files, overwrite)  # again, now that no one else writes
+        tok = train_tokenizer(files, kind=kind, vocab_size=vocab_size,
+                              min_frequency=min_frequency, special_tokens=special_tokens)
+        path = save_tokenizer(tok, out)
     report = tokenizer_report(tok, (d.text for d in read_documents(files)))
     report["seconds"] = round(time.perf_counter() - t0, 2)
     say(f"trained a {kind} tokenizer in {report['seconds']} s -> {path}")

@@ -49,6 +49,8 @@ def quickstart(data: str | None = None, out_dir: str = "runs/quickstart", steps:
     say(f"lmforge quickstart: training a {cfg.model.n_layer}-layer GPT on {what}")
     run = train_lm(cfg, overwrite=overwrite)
     r = run.result
+    if r.exit_code:  # stopped by a signal: the checkpoint is saved, no samples
+        return {"result": r, "samples": [], "out_dir": str(run.out_dir), "plot": None}
     say("")
     say(f"trained {r.step} steps on {r.tokens:,} tokens in {r.elapsed_s:.0f} s "
         f"({r.tokens_per_s:,.0f} tokens/s)")

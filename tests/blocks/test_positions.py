@@ -63,3 +63,13 @@ def test_alibi_bias_hand_case():
     b = alibi_bias(torch.tensor([0.5]), torch.arange(3), torch.arange(3))
     assert torch.allclose(b[0, 2], torch.tensor([-1.0, -0.5, 0.0]))
     assert b[0, 1, 1] == 0
+
+
+def test_sinusoidal_table_grows_on_demand_and_equals_the_full_table():
+    """A declared context of 2^20 allocates 4,096 rows at first; longer sequences grow the
+    table, and the values equal the table built all at once."""
+    pos = SinusoidalPositions(1 << 20, 8)
+    assert pos.table.shape == (4096, 8)
+    idx = torch.tensor([0, 5000, 9000])
+    assert torch.equal(pos(idx), sinusoidal_table(9001, 8)[idx])
+    assert pos.table.shape[0] >= 9001
