@@ -16,7 +16,7 @@ from ..inference import ChatSession, GenerationConfig
 from ..inference.chat import MessageTooLong
 from ..inference.settings import describe_sampling, effective_sampling
 from ..modeldir import load_model_dir
-from .arguments import non_negative_int, positive_int
+from .arguments import non_negative_int, positive_float, positive_int
 from .registry import Command
 
 HELP = "/reset clears the conversation, /exit quits"
@@ -38,7 +38,8 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
          seed: int | None = None,
          device: str = "cpu", dtype: str | None = None, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None,
-         adapter: str | None = None, reuse_cache: bool = True):
+         adapter: str | None = None, reuse_cache: bool = True,
+         repetition_penalty: float | None = None):
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
     the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation).
     ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled).
@@ -48,7 +49,8 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
     interactive = stdin is sys.stdin and stdin.isatty()
     lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
           load_model_dir(model_dir, device=device, dtype=dtype))
-    sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p)
+    sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty)
     gen = sampling.apply(GenerationConfig(max_new_tokens=max_new_tokens, seed=seed))
     session = ChatSession.from_loaded(lm, system=system, gen=gen, reuse_cache=reuse_cache,
                                       on_notice=lambda m: print(f"[{m}]", file=err, flush=True))
@@ -89,6 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's "
                    "recommended value from its meta.json, else 0.7)")
     p.add_argument("--top-p", type=float, help="default: the model's, else 0.9")
+    p.add_argument("--repetition-penalty", type=positive_float,
+                   help=">1 makes tokens already present less likely (default: the model's, "
+                   "else 1 = off)")
     p.add_argument("--top-k", type=non_negative_int,
                    help="default: the model's, else 0 (all tokens)")
     p.add_argument("--seed", type=int)
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
     chat(args.model_dir, system=args.system, max_new_tokens=args.max_new_tokens,
          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
          device=args.device, dtype=args.dtype, adapter=args.adapter,
-         reuse_cache=args.reuse_cache)
+         reuse_cache=args.reuse_cache, repetition_penalty=args.repetition_penalty)
 
 
 COMMANDS = [Command("chat", "talk with a chat model (e.g. an imported SmolLM2), the reply "

@@ -10,7 +10,7 @@ from ..inference import ChatSession, GenerationConfig, generation_settings, stre
 from ..inference.settings import Sampling, effective_sampling
 from ..modeldir import load_model_dir
 from .output import say
-from .arguments import non_empty_str, non_negative_int, positive_int
+from .arguments import non_empty_str, non_negative_int, positive_float, positive_int
 from .registry import Command
 
 
@@ -23,7 +23,7 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200,
              top_p: float | None = None, seed: int | None = None,
              stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
              dtype: str | None = None, stream: bool = True, chat: bool = False,
-             adapter: str | None = None) -> list[str]:
+             adapter: str | None = None, repetition_penalty: float | None = None) -> list[str]:
     """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
     chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
     import), else at the tokenizer's ``<|endoftext|>``. Sampling settings left None come from
@@ -33,6 +33,7 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200,
           load_model_dir(model_dir, device=device, dtype=dtype))
     settings = generation_settings(lm.meta, lm.tokenizer)
     sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty,
                                   defaults=GENERATE_SAMPLING)
     eos = settings.eos_token_ids
     ids = lm.tokenizer.encode(prompt).ids
@@ -70,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=non_negative_int,
                    help="default: the model's, else 0 (all tokens)")
     p.add_argument("--top-p", type=float, help="default: the model's, else 1.0")
+    p.add_argument("--repetition-penalty", type=positive_float,
+                   help=">1 makes tokens already present less likely (default: the model's, "
+                   "else 1 = off)")
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", type=non_empty_str, action="append", default=[],
                    help="stop string (repeatable)")
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
     generate(args.model_dir, args.prompt, args.max_new_tokens,
              0.0 if args.greedy else args.temperature, args.top_k, args.top_p, args.seed,
              args.stop, args.num_samples, args.device, args.dtype, chat=args.chat,
-             adapter=args.adapter)
+             adapter=args.adapter, repetition_penalty=args.repetition_penalty)
 
 
 COMMANDS = [Command("generate", "generate text from a model directory", add_arguments, run)]

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..blocks.kv_cache import KVCache
 from ..errors import GenerationError
-from .sampling import sample_next
+from .sampling import penalize_repetition, sample_next
 
 
 @dataclass
@@ -31,6 +31,8 @@ class GenerationConfig:
     """Keep only the k most likely tokens (0 = all)."""
     top_p: float = 1.0
     """Keep the smallest set of tokens whose probability reaches p (1 = all)."""
+    repetition_penalty: float = 1.0
+    """Penalise tokens already in the prompt or the output (transformers' semantics; 1 = off)."""
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     """Stop when the generated text contains one of these strings (it is cut off there)."""
@@ -45,6 +47,9 @@ class GenerationConfig:
             raise GenerationError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise GenerationError(f"repetition_penalty must be > 0 (1 = off), got "
+                                  f"{self.repetition_penalty}")
 
 
 def _generator(seed: int | None, device) -> torch.Generator | None:
@@ -180,9 +185,10 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
         max_len = min(context, kv.max_len)  # refill only at the context, as without it
         logits = model(idx[:, keep:], cache=kv, last_only=True)[:, -1]
         prefix.fed_tokens(idx[0, keep:].tolist())
-    window = idx
+    history = idx  # (B, T + step): every token so far, for the repetition penalty
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)
     for step in range(cfg.max_new_tokens):
+        logits = penalize_repetition(logits, history, cfg.repetition_penalty)
         nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
         if eos:
             nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
@@ -190,7 +196,8 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
         yield nxt
         if step == cfg.max_new_tokens - 1 or bool(done.all()):
             return  # the last token is not fed back
-        window = torch.cat([window, nxt[:, None]], dim=1)[:, -context:]
+        history = torch.cat([history, nxt[:, None]], dim=1)
+        window = history[:, -context:]
         if prefix is not None and prefix.owner is not owner:
             raise GenerationError("another generation has used this PrefixCache since this one "
                                   "began; finish (or close) one generation before the next")

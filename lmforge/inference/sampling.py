@@ -1,4 +1,5 @@
-"""Choosing the next token from logits: greedy, temperature, top-k, top-p (nucleus)."""
+"""Choosing the next token from logits: repetition penalty, greedy, temperature, top-k,
+top-p (nucleus)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty, as transformers applies it: the logit of every token already
+    in ``seen`` (B, T) is divided by ``penalty`` when positive and multiplied by it when
+    negative (1 = unchanged). logits (B, V) -> (B, V)."""
+    if penalty == 1.0:
+        return logits
+    score = logits.gather(-1, seen)  # (B, T)
+    score = torch.where(score < 0, score * penalty, score / penalty)
+    return logits.scatter(-1, seen, score)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

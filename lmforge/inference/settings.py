@@ -66,13 +66,14 @@ class Sampling:
     """0 = all tokens."""
     top_p: float = 0.9
     repetition_penalty: float = 1.0
-    """1 = none. (lmforge's sampler does not apply a penalty yet; recorded for display.)"""
+    """1 = none; >1 makes tokens already present less likely (transformers' semantics)."""
     origin: dict[str, str] = field(default_factory=dict, compare=False)
     """Per setting: ``user``, ``model`` or ``lmforge``."""
 
     def apply(self, gen: GenerationConfig) -> GenerationConfig:
-        """``gen`` with these temperature, top-k and top-p."""
-        return replace(gen, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        """``gen`` with these temperature, top-k, top-p and repetition penalty."""
+        return replace(gen, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                       repetition_penalty=self.repetition_penalty)
 
 
 LMFORGE_SAMPLING = Sampling()
@@ -117,5 +118,7 @@ def effective_sampling(model: ModelMeta | Generation | None, *, temperature: flo
 def describe_sampling(s: Sampling) -> str:
     """One line for a person: each setting and where it came from (user, model, lmforge)."""
     origin = lambda k: {"model": " from the model", "user": ""}.get(s.origin.get(k), "")  # noqa: E731
+    rp = "" if s.repetition_penalty == 1.0 else \
+        f", repetition penalty {s.repetition_penalty:g}{origin('repetition_penalty')}"
     return (f"temperature {s.temperature:g}{origin('temperature')}, top-k {s.top_k}"
-            f"{origin('top_k')}, top-p {s.top_p:g}{origin('top_p')}")
+            f"{origin('top_k')}, top-p {s.top_p:g}{origin('top_p')}{rp}")

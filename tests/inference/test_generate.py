@@ -187,3 +187,18 @@ def test_a_prefix_cache_past_the_context_and_misuse(model, one_thread):
     _gen(model, again, 2, cache)  # a second generation takes the cache over
     with pytest.raises(GenerationError, match="another generation"):
         next(first)
+
+
+def test_repetition_penalty_equals_transformers_processor():
+    """CTRL's penalty as transformers applies it: positive logits of seen tokens divided,
+    negative ones multiplied; unseen tokens untouched."""
+    transformers = pytest.importorskip("transformers")
+    from lmforge.inference.sampling import penalize_repetition
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    seen = torch.randint(0, 50, (3, 12))
+    ref = transformers.RepetitionPenaltyLogitsProcessor(1.3)(seen, logits.clone())
+    assert torch.allclose(penalize_repetition(logits, seen, 1.3), ref)
+    assert torch.equal(penalize_repetition(logits, seen, 1.0), logits)
+

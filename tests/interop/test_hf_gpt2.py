@@ -38,3 +38,16 @@ def test_greedy_generation_matches_transformers(pair):
     ref = hf.generate(x, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0)
     out = generate(ours, x, GenerationConfig(max_new_tokens=20, temperature=0))
     assert torch.equal(out, ref[:, 6:])
+
+
+def test_repetition_penalty_in_greedy_generation_matches_transformers(pair):
+    hf, ours = pair
+    torch.manual_seed(1)
+    x = torch.randint(0, 97, (2, 6))
+    ref = hf.generate(x, max_new_tokens=15, min_new_tokens=15, do_sample=False,
+                      repetition_penalty=1.5, pad_token_id=0)
+    out = generate(ours, x, GenerationConfig(max_new_tokens=15, temperature=0,
+                                             repetition_penalty=1.5))
+    assert torch.equal(out, ref[:, 6:])
+    plain = generate(ours, x, GenerationConfig(max_new_tokens=15, temperature=0))
+    assert not torch.equal(plain, out)  # the penalty changed the output
