@@ -248,9 +248,10 @@ def _read_cast(path: Path, dtype: torch.dtype | None) -> dict[str, torch.Tensor]
 
 
 def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -> None:
-    """Load ``path``'s weights into ``model``, the tensors read taking the place of the
-    model's own (tied parameters stay tied); floating-point weights cast to ``dtype`` (None:
-    torch's default dtype, float32, whatever dtype they are stored in)."""
+    """Load ``path``'s weights into ``model`` (names and shapes already checked by
+    :func:`check_weights_fit`), the tensors read taking the place of the model's own (tied
+    parameters stay tied); floating-point weights cast to ``dtype`` (None: torch's default
+    dtype, float32, whatever dtype they are stored in)."""
     f = path / WEIGHTS
     tensors = _read_cast(path, dtype)
     if dtype is None:  # a checkpoint saved in bfloat16 still loads as float32 by default
@@ -260,12 +261,6 @@ def load_state(path: Path, model: nn.Module, dtype: torch.dtype | None = None) -
     params = dict(model.named_parameters(remove_duplicate=False))
     alias = {k: next(o for o, p in params.items() if p is params[k] and o not in tied)
              for k in tied if k in params}  # tied name -> the name it shares a tensor with
-    own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (config.json needs {tuple(own[k].shape)})"
-             for k, v in tensors.items() if k in own and v.shape != own[k].shape]
-    if wrong:
-        raise CheckpointError(f"{f} does not match config.json: wrong shape {wrong[:3]}; use the "
-                              "config.json the weights were saved with")
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:

@@ -20,22 +20,6 @@ CHAT = [{"role": "system", "content": "Be brief."},
         {"role": "assistant", "content": "24."}]
 
 
-@pytest.fixture(scope="module")
-def chat_tokenizer():
-    """A byte-level BPE trained on the shipped instruction set, with the ChatML tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    texts = [ChatTemplate().render(c) for c in read_sft_jsonl(builtin_instructions_path())]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, show_progress=False,
-                                  special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    return tok
-
-
 def write_jsonl(path, rows):
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
                     encoding="utf-8")

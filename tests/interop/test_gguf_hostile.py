@@ -4,9 +4,6 @@ architecture), fast and without allocating from a size the file cannot back; fuz
 (random bytes, mutations and truncations of a valid file) end in such an error or a correct
 import, never another exception, a hang or unbounded memory."""
 
-import contextlib
-import resource
-import signal
 import struct
 import tempfile
 import time
@@ -17,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from resource_bounds import resource_bounds as bounded
 
 gguf = pytest.importorskip("gguf")
 
@@ -28,34 +26,6 @@ from lmforge.modeldir import load_model_dir  # noqa: E402
 
 U8, I32, U32, F32, BOOL, STR, ARR, U64 = 0, 5, 4, 6, 7, 8, 9, 10
 FMT = {0: "<B", 4: "<I", 5: "<i", 6: "<f", 7: "<B", 10: "<Q"}
-
-
-# --- bounds: an address-space limit and a wall-clock alarm around each hostile parse ---------
-
-def _mapped_bytes() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return int(next(x for x in f if x.startswith("VmSize:")).split()[1]) * 1024
-
-
-@contextlib.contextmanager
-def bounded(seconds: int, headroom: int = 1 << 30):
-    """At most ``headroom`` more bytes of address space and ``seconds`` of wall time."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = _mapped_bytes() + headroom
-    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
-
-    def alarm(signum, frame):
-        raise TimeoutError(f"a GGUF parse ran for more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- a GGUF writer, byte by byte ---------------------------------------------------------------
