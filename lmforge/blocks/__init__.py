@@ -2,6 +2,7 @@
 
 from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .attention_backends import (ATTENTION_BACKENDS, AttentionOptions, attention_forward,
+                                 backend_settings,
                                  register_attention)
 from .block import TransformerBlock
 from .embedding import TokenEmbedding
@@ -14,6 +15,7 @@ from .positions import (POSITIONAL, ROPE_SCALING, LearnedPositions, RotaryEmbedd
 from .unpad import MIN_PADDING, Unpadded
 
 __all__ = [
+    "backend_settings",
     "ACTIVATIONS", "ATTENTION_BACKENDS", "AttentionOptions", "MIN_PADDING", "POSITIONAL",
     "ROPE_SCALING", "FeedForward",
     "KVCache", "LayerNorm", "LearnedPositions", "MultiHeadAttention", "RMSNorm", "RotaryEmbedding",

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataclasses import replace
+
 from .attention_backends import AttentionOptions, attention_forward, causal_mask, get_backend
 from .kv_cache import KVCache
 from .positions import RotaryEmbedding
@@ -48,7 +50,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, bias: bool = True,
                  rope: RotaryEmbedding | None = None, backend: str = "auto", dropout: float = 0.0,
-                 head_dim: int | None = None, options: AttentionOptions | None = None):
+                 head_dim: int | None = None, options: AttentionOptions | None = None,
+                 context_length: int = 0):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
@@ -60,10 +63,14 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
         self.rope = rope
-        get_backend(backend)  # an unknown name fails here, with the registered ones
+        entry = get_backend(backend)  # an unknown name fails here, with the registered ones
         self.backend = backend
         """Name of the attention backend (``ATTENTION_BACKENDS``), looked up at each call."""
-        self.options = options or AttentionOptions()
+        options = options or AttentionOptions()
+        self.backend_state = None if entry.make_state is None else entry.make_state(
+            options.settings, n_head, self.head_dim, context_length)
+        """The backend's own parameters/buffers (e.g. Linformer's projections), or None."""
+        self.options = replace(options, state=self.backend_state)
         self.dropout = dropout
 
     def _fusable(self) -> bool:

@@ -30,10 +30,12 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..config import from_dict
 from ..errors import ConfigError
 
 AttentionFn = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
@@ -60,6 +62,19 @@ class AttentionOptions:
     plain causal with Tq == Tk, for a backend registered with ``native_causal=True`` (torch's
     flash kernel does it without a mask). Other backends always get a materialised mask."""
 
+    settings: Any = None
+    """The backend's own settings (an instance of the dataclass it registered with
+    ``settings=``, built from ``model.attention_options``), or None."""
+    state: Any = None
+    """The backend's per-layer module (parameters or buffers, from its ``make_state``), or
+    None. It is a submodule of the attention layer, so it is trained and saved with it."""
+    causal: bool = False
+    """Per call: the layer attends causally (a decoder). The mask already says so; backends
+    that do not read the mask (kernel features, low-rank, hashing) read this."""
+    padding: torch.Tensor | None = None
+    """Per call: (B, Tk) bool, True = a real key, when the caller's mask is a padding mask;
+    else None. For backends that do not read the full mask."""
+
     def query_offset(self, q_len: int, k_len: int) -> int:
         return k_len - q_len if self.q_offset is None else self.q_offset
 
@@ -74,6 +89,13 @@ class AttentionBackend:
     """Understands ``options.is_causal`` with ``mask=None`` (else the causal mask is built)."""
     returns_weights: bool = False
     """Can return the attention weights (else ``explicit`` answers calls that need them)."""
+    causal: bool = True
+    """Has a causal form; a decoder (causal) model with a backend without one is refused."""
+    settings: type | None = None
+    """Dataclass of the backend's options (``model.attention_options``), or None for none."""
+    make_state: Callable[..., Any] | None = None
+    """``make_state(settings, n_head, head_dim, context_length)`` -> an ``nn.Module`` holding
+    the backend's per-layer parameters/buffers (or None); see :attr:`AttentionOptions.state`."""
 
 
 ATTENTION_BACKENDS: dict[str, AttentionBackend] = {}
@@ -81,13 +103,28 @@ ATTENTION_BACKENDS: dict[str, AttentionBackend] = {}
 
 
 def register_attention(name: str, *, native_gqa: bool = False, native_causal: bool = False,
-                       returns_weights: bool = False) -> Callable[[AttentionFn], AttentionFn]:
-    """Decorator: register ``fn`` as attention backend ``name`` (replacing one of that name)."""
+                       returns_weights: bool = False, causal: bool = True,
+                       settings: type | None = None, make_state: Callable[..., Any] | None = None,
+                       ) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator: register ``fn`` as attention backend ``name`` (replacing one of that name).
+    See :class:`AttentionBackend` for what each keyword declares."""
     def add(fn: AttentionFn) -> AttentionFn:
         ATTENTION_BACKENDS[name] = AttentionBackend(name, fn, native_gqa, native_causal,
-                                                    returns_weights)
+                                                    returns_weights, causal, settings, make_state)
         return fn
     return add
+
+
+def backend_settings(name: str, table: dict | None) -> Any:
+    """The settings instance of backend ``name`` from ``model.attention_options`` (a table,
+    or None for the defaults); unknown keys and bad values raise ConfigError naming them."""
+    entry = get_backend(name)
+    if entry.settings is None:
+        if table:
+            raise ConfigError(f"model.attention_options: attention {name!r} takes no options; "
+                              "remove the table")
+        return None
+    return from_dict(entry.settings, dict(table or {}), "model.attention_options")
 
 
 def unknown_backend_message(name: object) -> str | None:
@@ -162,6 +199,10 @@ def attention_forward(
     if need_weights and not entry.returns_weights:
         entry = ATTENTION_BACKENDS["explicit"]
     Tq, Tk = q.shape[-2], k.shape[-2]
+    if entry.settings is not None or entry.make_state is not None:  # structured backends
+        padding = mask[:, 0, 0, :] if mask is not None and mask.dim() == 4 \
+            and mask.shape[1] == mask.shape[2] == 1 else None  # (B, Tk)
+        options = replace(options, causal=is_causal, padding=padding)
     if (entry.native_causal and is_causal and mask is None and bias is None and Tq == Tk
             and Tq > 1 and options.window == 0 and options.q_offset in (None, 0)):
         options = replace(options, is_causal=True)  # flash kernels: causal without a mask

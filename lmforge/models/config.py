@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..blocks.attention_backends import unknown_backend_message
+from ..blocks.attention_backends import backend_settings, get_backend, unknown_backend_message
 from ..blocks.positions import ROPE_SCALING
 from ..errors import ConfigError
 
@@ -76,6 +76,10 @@ class ModelConfig:
     """Decoders: each query attends to the last ``attention_window`` positions, itself
     included; 0 = all earlier positions. Needed (> 0) by ``attention = "sliding_window"``; the
     other backends apply it as a mask."""
+    attention_options: dict[str, Any] | None = None
+    """The attention backend's own settings, as a table (``[model.attention_options]``): e.g.
+    ``{local_window = 64, global_tokens = [0]}`` for ``longformer``. The keys each backend
+    takes are listed in docs/attention.md; None = the backend's defaults."""
     init_std: float = 0.02
     type_vocab_size: int = 0
     """Token-type (segment) embeddings added to the token embeddings (BERT: 2); 0 = none."""
@@ -213,6 +217,14 @@ def _attention_problem(cfg: ModelConfig) -> tuple[str, str] | None:
     if cfg.attention == "sliding_window" and window == 0:
         return "attention_window", ('attention = "sliding_window" needs the window: set '
                                     "attention_window to a positive number of tokens")
+    entry = get_backend(cfg.attention)
+    if cfg.arch == "decoder" and not entry.causal:
+        return "attention", (f"attention {cfg.attention!r} has no causal form, so it cannot run a "
+                             "decoder (arch = \"decoder\"); use it for encoders, or choose a "
+                             "backend with a causal variant")
+    if cfg.attention_options is not None and not isinstance(cfg.attention_options, dict):
+        return "attention_options", f"must be a table, got {cfg.attention_options!r}"
+    backend_settings(cfg.attention, cfg.attention_options)  # raises naming the bad key
     if window and cfg.arch != "decoder":
         return "attention_window", f"a sliding window is for decoders (arch = \"decoder\"), " \
                                    f"got arch {cfg.arch!r}; set attention_window = 0"

@@ -12,19 +12,31 @@ import math
 import torch
 from torch import nn
 
-from ..blocks import (AttentionOptions, FeedForward, KVCache, LearnedPositions,
+from ..blocks import (AttentionOptions, backend_settings, FeedForward, KVCache, LearnedPositions,
                       MultiHeadAttention, RotaryEmbedding, SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
                       Unpadded, alibi_slopes, make_norm, rope_inv_freq)
 from ..errors import ConfigError
 from .config import ModelConfig
 
 
+PLAIN_BACKENDS = ("auto", "fused", "explicit")
+"""Backends that compute exact attention with no settings of their own: an encoder–decoder
+uses the configured backend on its encoder and one of these on the decoder (``auto`` unless
+``model.attention`` is one of them)."""
+
+
 def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None,
                 cross_attention: bool = False) -> TransformerBlock:
-    options = AttentionOptions(window=cfg.attention_window)
+    backend = cfg.attention
+    if cross_attention and backend not in PLAIN_BACKENDS:
+        backend = "auto"  # the seq2seq decoder: efficient variants are for the encoder side
+    options = AttentionOptions(window=cfg.attention_window,
+                               settings=backend_settings(backend, cfg.attention_options
+                                                         if backend == cfg.attention else None))
     attn = lambda r: MultiHeadAttention(  # noqa: E731
         cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias, rope=r,
-        backend=cfg.attention, dropout=cfg.dropout, head_dim=cfg.head_dim, options=options)
+        backend=backend, dropout=cfg.dropout, head_dim=cfg.head_dim, options=options,
+        context_length=cfg.context_length)
     ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.use_ff_bias)
     norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
     cross = dict(cross_attn=attn(None), norm_cross=norm()) if cross_attention else {}
