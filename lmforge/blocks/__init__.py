@@ -4,6 +4,8 @@ from .attention import MultiHeadAttention, causal_mask, scaled_dot_product_atten
 from .attention_backends import (ATTENTION_BACKENDS, AttentionOptions, attention_forward,
                                  backend_settings,
                                  register_attention)
+from . import attention_sparse  # noqa: F401  registers longformer, bigbird, sparse_*, full
+from . import attention_linformer, attention_lsh, attention_performer  # noqa: F401  register
 from .block import TransformerBlock
 from .embedding import TokenEmbedding
 from .feedforward import ACTIVATIONS, FeedForward

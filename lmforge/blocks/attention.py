@@ -15,6 +15,7 @@ from dataclasses import replace
 from .attention_backends import AttentionOptions, attention_forward, causal_mask, get_backend
 from .kv_cache import KVCache
 from .positions import RotaryEmbedding
+from .relative import RelativeContext, relative_bias
 from .unpad import Unpadded
 
 __all__ = ["MultiHeadAttention", "causal_mask", "scaled_dot_product_attention"]
@@ -51,7 +52,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, bias: bool = True,
                  rope: RotaryEmbedding | None = None, backend: str = "auto", dropout: float = 0.0,
                  head_dim: int | None = None, options: AttentionOptions | None = None,
-                 context_length: int = 0):
+                 context_length: int = 0, relative: bool = False):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
@@ -62,6 +63,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
+        self.r_proj = nn.Linear(d_model, n_head * self.head_dim, bias=False) if relative else None
+        """Transformer-XL's W_r: projects the sinusoidal distance vectors (``relative.py``)."""
         self.rope = rope
         entry = get_backend(backend)  # an unknown name fails here, with the registered ones
         self.backend = backend
@@ -88,6 +91,24 @@ class MultiHeadAttention(nn.Module):
             qkv = unpad.pad(qkv)  # (B, T, ...): attention needs the batch layout
         return qkv.split([p.out_features for p in ps], dim=-1)
 
+    def _project(self, x, context, memory, static: bool, unpad: Unpadded | None):
+        """Queries from ``x``, keys/values from ``x`` (self), ``context`` (cross) or
+        [memory; x] (Transformer-XL); k, v are None when the cache holds them (static)."""
+        if memory is not None:  # keys/values over [memory; x]
+            src = torch.cat([memory, x], dim=1)  # (B, M+T, C)
+            return self.q_proj(x), self.k_proj(src), self.v_proj(src)
+        rows = x.shape[0] if unpad is not None else x.shape[0] * x.shape[1]
+        if context is None and rows >= 128 and self._fusable() and \
+                (unpad.length if unpad is not None else x.shape[1]) > 1:
+            return self._fused_qkv(x, unpad)  # one large matrix product instead of three
+        q, k, v = self.q_proj(x), None, None
+        if not static:
+            src = x if context is None else context  # (B, S, C)
+            k, v = self.k_proj(src), self.v_proj(src)
+        if unpad is not None:  # (N, n*D) -> (B, T, n*D): attention needs the batch layout
+            q, k, v = unpad.pad(q), unpad.pad(k), unpad.pad(v)
+        return q, k, v
+
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # (B, T, n*D) -> (B, n, T, D)
         B, T, _ = x.shape
         return x.view(B, T, n, self.head_dim).transpose(1, 2)
@@ -105,21 +126,16 @@ class MultiHeadAttention(nn.Module):
         layer: int = 0,
         attn_out: list | None = None,
         unpad: Unpadded | None = None,  # x is (N, C), the real tokens of a padded batch
+        memory: torch.Tensor | None = None,  # (B, M, C) earlier positions (XL), keys/values only
+        relative: RelativeContext | None = None,  # Transformer-XL relative positions
     ) -> torch.Tensor:
         if unpad is not None and (context is not None or cache is not None):
             raise ValueError("packed (unpadded) input is for self-attention without a KV cache")
+        if memory is not None and (context is not None or cache is not None or unpad is not None):
+            raise ValueError("XL memory is for self-attention without a KV cache or packing")
         B, T = (unpad.batch, unpad.length) if unpad is not None else x.shape[:2]
-        rows = x.shape[0] if unpad is not None else B * T
         static = context is not None and cache is not None and cache.has_static(layer)
-        if context is None and T > 1 and rows >= 128 and self._fusable():
-            q, k, v = self._fused_qkv(x, unpad)  # one large matrix product instead of three
-        else:
-            q = self.q_proj(x)
-            if not static:
-                src = x if context is None else context  # (B, S, C)
-                k, v = self.k_proj(src), self.v_proj(src)
-            if unpad is not None:  # (N, n*D) -> (B, T, n*D): attention needs the batch layout
-                q, k, v = unpad.pad(q), unpad.pad(k), unpad.pad(v)
+        q, k, v = self._project(x, context, memory, static, unpad)
         q = self._heads(q, self.n_head)  # (B, H, T, D)
         if static:
             k, v = cache.static(layer)  # cross-attention K/V: computed once per source
@@ -135,6 +151,9 @@ class MultiHeadAttention(nn.Module):
         elif cache is not None and not static:
             k, v = k.contiguous(), v.contiguous()  # read at every step: lay them out once
             cache.set_static(layer, k, v)
+        if relative is not None and context is None:  # XL: q + u, and the position bias
+            q, pos = relative_bias(q, self.r_proj, relative, k.shape[-2])  # pos (B, H, T, S)
+            bias = pos if bias is None else bias + pos
         need = attn_out is not None
         y, w = attention_forward(  # (B, H, T, D), (B, H, T, S) or None
             self.backend, q, k, v, mask=mask, bias=bias, is_causal=is_causal,

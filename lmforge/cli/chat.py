@@ -11,12 +11,11 @@ import argparse
 import sys
 from typing import TextIO
 
-from ..finetune import load_with_adapter
 from ..inference import ChatSession, GenerationConfig
 from ..inference.chat import MessageTooLong
 from ..inference.settings import describe_sampling, effective_sampling
-from ..modeldir import load_model_dir
 from .arguments import non_negative_int, positive_float, positive_int
+from .quantize import add_quant_arguments, load_lm
 from .registry import Command
 
 HELP = "/reset clears the conversation, /exit quits"
@@ -39,7 +38,8 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
          device: str = "cpu", dtype: str | None = None, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None,
          adapter: str | None = None, reuse_cache: bool = True,
-         repetition_penalty: float | None = None):
+         repetition_penalty: float | None = None, quant: str | None = None,
+         group_size: int = 32, head_quant: str = "int8"):
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
     the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation).
     ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled).
@@ -47,8 +47,7 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
     ``generation`` defaults), else lmforge's (temperature 0.7, top-p 0.9)."""
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin is sys.stdin and stdin.isatty()
-    lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
-          load_model_dir(model_dir, device=device, dtype=dtype))
+    lm = load_lm(model_dir, device, dtype, adapter, quant, group_size, head_quant)
     sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
                                   repetition_penalty=repetition_penalty)
     gen = sampling.apply(GenerationConfig(max_new_tokens=max_new_tokens, seed=seed))
@@ -103,13 +102,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-reuse-cache", dest="reuse_cache", action="store_false",
                    help="prefill the whole conversation every turn instead of keeping the KV "
                    "cache between turns (slower; for comparison)")
+    add_quant_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
     chat(args.model_dir, system=args.system, max_new_tokens=args.max_new_tokens,
          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
          device=args.device, dtype=args.dtype, adapter=args.adapter,
-         reuse_cache=args.reuse_cache, repetition_penalty=args.repetition_penalty)
+         reuse_cache=args.reuse_cache, repetition_penalty=args.repetition_penalty,
+         quant=args.quant, group_size=args.group_size, head_quant=args.head_quant)
 
 
 COMMANDS = [Command("chat", "talk with a chat model (e.g. an imported SmolLM2), the reply "

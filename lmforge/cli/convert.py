@@ -1,5 +1,6 @@
 """``lmforge import`` and ``lmforge export``: a Hugging Face model directory or a GGUF file to
-an lmforge model directory and back (:mod:`lmforge.interop`)."""
+an lmforge model directory and back (:mod:`lmforge.interop`), and LoRA adapters to and from
+Hugging Face PEFT's format (:mod:`lmforge.finetune.peft_format`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..finetune.peft_format import export_peft, import_peft
 from ..files.guard import check_output, replace_directory
 from ..files.lock import lock_output
 from ..interop import export_hf, import_hf
@@ -47,11 +49,18 @@ def import_model(src: str, out: str, dtype: str | None = None, overwrite: bool =
     return path
 
 
-def export_model(model_dir: str, fmt: str, out: str, overwrite: bool = False) -> Path:
-    """Write an lmforge model directory in another format (``hf``: Hugging Face transformers);
-    ``out`` guarded, locked and written whole as for :func:`import_model`."""
-    if fmt != "hf":
-        raise ConfigError(f"--format {fmt!r} is not supported; choose hf")
+def import_peft_adapter(src: str, base: str, out: str, overwrite: bool = False) -> Path:
+    """Convert a PEFT LoRA adapter directory into an lmforge adapter directory for the model
+    directory ``base`` (imported from the adapter's HF base); ``out`` guarded as above."""
+    check_output(out, [src, base], overwrite)
+    with lock_output(out):
+        path = replace_directory(out, lambda tmp: import_peft(src, base, tmp))
+    say(f"imported PEFT adapter {src} for {base} -> {path}")
+    say(f"  use it with: lmforge generate {base} --adapter {path}")
+    return path
+
+
+def _export_hf(model_dir: str, out: str, overwrite: bool, base: str | None) -> Path:
     check_output(out, [model_dir], overwrite)
     with lock_output(out):
         path = replace_directory(out, lambda tmp: export_hf(model_dir, tmp))
@@ -62,28 +71,71 @@ def export_model(model_dir: str, fmt: str, out: str, overwrite: bool = False) ->
     return path
 
 
+def _export_peft(adapter_dir: str, out: str, overwrite: bool, base: str | None) -> Path:
+    if not base:
+        raise ConfigError("--format peft needs --base MODEL_DIR: the model directory the "
+                          "adapter was trained on (its HF family names the PEFT modules)")
+    check_output(out, [adapter_dir, base], overwrite)
+    with lock_output(out):
+        path = replace_directory(out, lambda tmp: export_peft(adapter_dir, base, tmp))
+    say(f"exported adapter {adapter_dir} as a PEFT LoRA adapter -> {path}")
+    say(f"  load it with peft.PeftModel.from_pretrained(model, {str(path)!r}) onto the model "
+        f"`lmforge export {base} --format hf` writes")
+    return path
+
+
+EXPORTERS = {"hf": _export_hf, "peft": _export_peft}
+"""--format -> exporter(source, out, overwrite, base); add a format with one entry here."""
+
+
+def export_model(model_dir: str, fmt: str, out: str, overwrite: bool = False,
+                 base: str | None = None) -> Path:
+    """Write an lmforge model directory in another format (``hf``: Hugging Face
+    transformers), or an adapter directory (``peft``, with ``base`` its model directory);
+    ``out`` guarded, locked and written whole as for :func:`import_model`."""
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"--format {fmt!r} is not supported; choose {', '.join(EXPORTERS)}")
+    return EXPORTERS[fmt](model_dir, out, overwrite, base)
+
+
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="Hugging Face model directory, or a .gguf file (llama, qwen2)")
-    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("src", help="Hugging Face model directory, or a .gguf file (llama, qwen2), "
+                   "or a PEFT LoRA adapter directory with --adapter-for")
+    p.add_argument("--out", required=True, help="model (or adapter) directory to write")
+    p.add_argument("--adapter-for", metavar="MODEL_DIR",
+                   help="src is a PEFT LoRA adapter: convert it to an lmforge adapter for this "
+                   "model directory (imported from the adapter's HF base model)")
     p.add_argument("--dtype", choices=DTYPES,
                    help="cast the weights (default: keep the checkpoint's)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--keep-quant", action="store_true", help="a .gguf file: keep its Q4_0/Q4_1/"
+                   "Q8_0 weights as int4/int8 (a quantised model directory; docs/quantization.md)")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir")
-    p.add_argument("--format", default="hf", choices=["hf"],
-                   help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM)")
+    p.add_argument("model_dir", help="model directory (hf) or adapter directory (peft)")
+    p.add_argument("--format", default="hf", choices=list(EXPORTERS),
+                   help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM); "
+                   "peft = a LoRA adapter directory as a Hugging Face PEFT adapter")
+    p.add_argument("--base", metavar="MODEL_DIR",
+                   help="with --format peft: the model directory the adapter was trained on")
     p.add_argument("--out", required=True, help="directory to write")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def run_import(args: argparse.Namespace) -> None:
+    if args.adapter_for:
+        import_peft_adapter(args.src, args.adapter_for, args.out, args.overwrite)
+        return
+    if args.keep_quant:  # lmforge.cli.quantize owns the low-bit import
+        from .quantize import import_keep_quant
+        import_keep_quant(args.src, args.out, args.overwrite)
+        return
     import_model(args.src, args.out, args.dtype, args.overwrite)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    export_model(args.model_dir, args.format, args.out, args.overwrite)
+    export_model(args.model_dir, args.format, args.out, args.overwrite, args.base)
 
 
 COMMANDS = [

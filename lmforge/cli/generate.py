@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..finetune import load_with_adapter
 from ..inference import ChatSession, GenerationConfig, generation_settings, stream_ids
 from ..inference.settings import Sampling, effective_sampling
-from ..modeldir import load_model_dir
 from .output import say
 from .arguments import non_empty_str, non_negative_int, positive_float, positive_int
+from .quantize import add_quant_arguments, load_lm
 from .registry import Command
 
 
@@ -23,14 +22,16 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200,
              top_p: float | None = None, seed: int | None = None,
              stop: list[str] | None = None, num_samples: int = 1, device: str = "cpu",
              dtype: str | None = None, stream: bool = True, chat: bool = False,
-             adapter: str | None = None, repetition_penalty: float | None = None) -> list[str]:
+             adapter: str | None = None, repetition_penalty: float | None = None,
+             quant: str | None = None, group_size: int = 32, head_quant: str = "int8",
+             ignore_eos: bool = False) -> list[str]:
     """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
     chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
     import), else at the tokenizer's ``<|endoftext|>``. Sampling settings left None come from
     the model's meta.json (its recommended ``generation`` defaults), else
-    :data:`GENERATE_SAMPLING`."""
-    lm = (load_with_adapter(model_dir, adapter, device, dtype) if adapter else
-          load_model_dir(model_dir, device=device, dtype=dtype))
+    :data:`GENERATE_SAMPLING`. ``quant``: int8/int4 weights (docs/quantization.md);
+    ``ignore_eos``: exactly ``max_new_tokens`` tokens (unless a stop string ends them)."""
+    lm = load_lm(model_dir, device, dtype, adapter, quant, group_size, head_quant)
     settings = generation_settings(lm.meta, lm.tokenizer)
     sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
                                   repetition_penalty=repetition_penalty,
@@ -45,7 +46,8 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200,
     for i in range(num_samples):
         gcfg = sampling.apply(GenerationConfig(max_new_tokens=max_new_tokens,
                                                seed=None if seed is None else seed + i,
-                                               stop=list(stop or [])))
+                                               stop=list(stop or []),
+                                               stop_at_eos=not ignore_eos))
         if num_samples > 1:
             say(f"--- sample {i + 1} ---")
         pieces = []
@@ -83,13 +85,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="a LoRA adapter directory to merge into the model first")
     p.add_argument("--chat", action="store_true",
                    help="answer the prompt as a user message, through the model's chat template")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="do not stop at end-of-sequence tokens: exactly --max-new-tokens tokens")
+    add_quant_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
     generate(args.model_dir, args.prompt, args.max_new_tokens,
              0.0 if args.greedy else args.temperature, args.top_k, args.top_p, args.seed,
              args.stop, args.num_samples, args.device, args.dtype, chat=args.chat,
-             adapter=args.adapter, repetition_penalty=args.repetition_penalty)
+             adapter=args.adapter, repetition_penalty=args.repetition_penalty,
+             quant=args.quant, group_size=args.group_size, head_quant=args.head_quant,
+             ignore_eos=args.ignore_eos)
 
 
 COMMANDS = [Command("generate", "generate text from a model directory", add_arguments, run)]

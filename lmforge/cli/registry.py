@@ -27,10 +27,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "info",
     "convert",      # lmforge import, lmforge export
     "average",
+    "quantize",     # lmforge quantize
     "classify",
     "embed",
     "translate",
     "chat",
+    "serve",
+    "explain",
+    "attention",
+    "forecast",
 )
 
 

@@ -165,7 +165,18 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
 
     ``cache`` (batch 1): a :class:`PrefixCache` kept from an earlier generation; ``idx`` is
     still the whole prompt, but only the tokens after the prefix the cache already holds are
-    fed, and the cache is left holding the prompt and the tokens fed back."""
+    fed, and the cache is left holding the prompt and the tokens fed back.
+
+    A Transformer-XL model (``model.memory_length > 0``) generates with its memory instead of
+    a KV cache (:func:`generate_xl`); ``cache`` is then reset and not used."""
+    if getattr(model.cfg, "memory_length", 0) > 0:
+        return generate_xl(model, idx, cfg, eos_id, cache)
+    return _generate_cached(model, idx, cfg, eos_id, cache)
+
+
+def _generate_cached(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
+                     eos_id: EosIds, cache: PrefixCache | None) -> Iterator[torch.Tensor]:
+    """:func:`generate_tokens` with a KV cache."""
     context = model.cfg.context_length
     B, T = _check_prompt(idx, context)
     eos = _eos_list(eos_id) if cfg.stop_at_eos else []
@@ -214,6 +225,49 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
             fed = nxt
         if prefix is not None:
             prefix.fed_tokens(fed.tolist())
+
+
+def _feed_xl(model: nn.Module, memory, ids: torch.Tensor) -> torch.Tensor:
+    """Run ids (B, n) through an XL model in pieces that fill the memory's current segment;
+    the logits of the last position, (B, V)."""
+    logits = None
+    while ids.shape[1]:
+        piece, ids = ids[:, :memory.room], ids[:, memory.room:]
+        logits = model(piece, memory=memory, last_only=True)[:, -1]  # (B, V)
+    return logits
+
+
+@torch.no_grad()
+def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
+                eos_id: EosIds = None, cache: PrefixCache | None = None) -> Iterator[torch.Tensor]:
+    """:func:`generate_tokens` for a Transformer-XL model: the prompt (any length) is read in
+    segments of the context length with the memory carried; each new token joins the current
+    segment, and a full segment becomes memory, as in training. A query sees exactly what it
+    would in training: the memory and the segment so far. A ``cache`` is reset, not used."""
+    if cache is not None:
+        cache.reset()
+        cache.kept, cache.fed = 0, idx.shape[1]
+    B, T = idx.shape
+    if T == 0:
+        raise GenerationError("the prompt is empty; give at least one token")
+    eos = _eos_list(eos_id) if cfg.stop_at_eos else []
+    eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
+    gen = _generator(cfg.seed, idx.device)
+    memory = model.new_memory()
+    logits = _feed_xl(model, memory, idx)
+    history = idx
+    done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+    for step in range(cfg.max_new_tokens):
+        logits = penalize_repetition(logits, history, cfg.repetition_penalty)
+        nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
+        if eos:
+            nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
+            done |= torch.isin(nxt, eos_t)
+        yield nxt
+        if step == cfg.max_new_tokens - 1 or bool(done.all()):
+            return  # the last token is not fed back
+        history = torch.cat([history, nxt[:, None]], dim=1)
+        logits = _feed_xl(model, memory, nxt[:, None])
 
 
 def generate(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,

@@ -3,7 +3,8 @@
 Reads the ``llama`` architecture (llama.cpp also writes Mistral as ``llama``) and ``qwen2``,
 with tensors stored as F32, F16, BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1 or the K-quants Q2_K ..
 Q6_K (dequantised to float32 by the ``gguf`` package: ``pip install gguf``), and a byte-level
-BPE tokenizer (``tokenizer.ggml.model = "gpt2"``). The end-of-generation tokens, the BOS token,
+BPE (``tokenizer.ggml.model = "gpt2"``) or SentencePiece (``"llama"``) tokenizer, rebuilt by
+:mod:`.gguf_tokenizer` with the same ids as the model's own. The end-of-generation tokens, the BOS token,
 the chat template and the recommended sampling settings (``general.sampling.*``, when the file
 has them) in the metadata go to meta.json's ``generation`` record, where ``lmforge generate``
 and ``lmforge chat`` find them.
@@ -23,29 +24,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Tokenizer, models, processors
 
 from ..blocks import rope_inv_freq
-from ..errors import CheckpointError, ConfigError, TokenizerError
+from ..errors import CheckpointError, ConfigError
 from ..modeldir.meta import Generation, Source
 from .gguf_checks import check_architecture, check_hparams, check_token_list, one_error
 from .gguf_scan import scan_gguf
-from .hf.files import byte_level_bpe
+from .gguf_tokenizer import gguf_tokenizer  # re-exported: the tokenizer of a GGUF file
 from .huggingface import write_imported
 
 ARCHITECTURES = ("llama", "qwen2")
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1",
                 "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
-SPLIT_REGEX = {  # tokenizer.ggml.pre -> the regex(es) that split words before BPE, applied in
-    # turn (None = GPT-2's), as llama.cpp's llama-vocab.cpp lists them
-    "default": None, "gpt2": None,
-    "smollm": (r"\p{N}", None), "starcoder": (r"\p{N}", None),  # digits one by one, then GPT-2's
-    "llama-bpe": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    "qwen2": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-             r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-}
-CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
 EOG_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
               "<|eom_id|>", "<EOT>", "_<EOT>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
 """Tokens llama.cpp also ends generation at when the vocabulary has them (llama-vocab.cpp)."""
@@ -168,37 +158,6 @@ def hf_config(meta: dict[str, Any], tensors: dict[str, torch.Tensor],
         if (value := meta.get(f"tokenizer.ggml.{key}")) is not None:
             hf[key.replace("padding", "pad")] = value
     return hf
-
-
-def gguf_tokenizer(meta: dict[str, Any]) -> Tokenizer:
-    """The byte-level BPE tokenizer stored in the GGUF metadata (tokens, merges, types). With
-    ``tokenizer.ggml.add_bos_token`` it puts the BOS token before each text, as llama.cpp
-    (and the model's Hugging Face tokenizer.json) do."""
-    model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "default")
-    if model != "gpt2":
-        raise TokenizerError(f"GGUF tokenizer model {model!r} is not supported; supported: 'gpt2' "
-                             "(byte-level BPE). For a SentencePiece ('llama') tokenizer, import "
-                             "the Hugging Face checkpoint instead")
-    if pre not in SPLIT_REGEX:
-        raise TokenizerError(f"GGUF pre-tokenizer {pre!r} is not supported; supported: "
-                             f"{', '.join(SPLIT_REGEX)}")
-    tokens: list[str] = meta["tokenizer.ggml.tokens"]
-    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    bpe = models.BPE({t: i for i, t in enumerate(tokens)}, merges,
-                     ignore_merges=pre == "llama-bpe")  # as Llama 3's tokenizer.json
-    specials = [t for t, k in zip(tokens, types) if k == CONTROL]
-    tok = byte_level_bpe(bpe, specials, SPLIT_REGEX[pre])
-    tok.add_tokens([AddedToken(t, normalized=False)
-                    for t, k in zip(tokens, types) if k == USER_DEFINED])
-    bos = meta.get("tokenizer.ggml.bos_token_id")
-    if meta.get("tokenizer.ggml.add_bos_token") and isinstance(bos, int) and bos < len(tokens):
-        b = tokens[bos]
-        tok.post_processor = processors.Sequence([
-            processors.ByteLevel(trim_offsets=False),
-            processors.TemplateProcessing(single=f"{b} $A:0", pair=f"{b} $A:0 {b}:1 $B:1",
-                                          special_tokens=[(b, bos)])])
-    return tok
 
 
 SAMPLING_KEYS = {"temperature": ("temp", float), "top_k": ("top_k", int),

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..blocks import KVCache
+from ..blocks.relative import XLMemory
 from .config import ModelConfig
 from .transformer import Transformer, count_params, init_weights
 
@@ -24,7 +25,8 @@ class CausalLM(nn.Module):
 
     def forward(self, idx: torch.Tensor, *, last_only: bool = False, **kw) -> torch.Tensor:
         """idx (B, T) -> logits (B, T, V), or (B, 1, V) with ``last_only`` (generation).
-        Keyword arguments (positions, padding_mask, cache, attn_out) go to the backbone."""
+        Keyword arguments (positions, padding_mask, cache, attn_out, memory) go to the
+        backbone."""
         h = self.backbone(idx, **kw)  # (B, T, C)
         if last_only:
             h = h[:, -1:]
@@ -36,6 +38,14 @@ class CausalLM(nn.Module):
         return KVCache(cfg.n_layer, batch, cfg.n_kv_head or cfg.n_head,
                        max_len or cfg.context_length, cfg.dim_head,
                        dtype=dtype or p.dtype, device=device or p.device)
+
+    def new_memory(self, length: int | None = None, segment: int | None = None) -> XLMemory:
+        """An empty Transformer-XL memory for ``model(x, memory=mem)``: ``length`` positions
+        kept per layer (default ``model.memory_length``; evaluation may use more than training
+        did), segments of ``segment`` tokens (default the context length)."""
+        cfg = self.cfg
+        return XLMemory(cfg.n_layer, cfg.memory_length if length is None else length,
+                        segment or cfg.context_length)
 
     def tied_keys(self) -> set[str]:
         """State-dict keys that alias another tensor (stored once in a model directory)."""

@@ -14,10 +14,16 @@ from ..errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    arch: Literal["decoder", "encoder", "seq2seq"] = "decoder"
+    arch: Literal["decoder", "encoder", "seq2seq",
+                  "patchtst", "timestep", "lstm_forecaster",
+                  "vit", "image_cnn", "rnn", "lstm", "gru", "text_cnn"] = "decoder"
     """Which model to assemble: ``decoder`` = causal language model (GPT, Llama); ``encoder``
     = bidirectional encoder with masked-LM / next-sentence heads (BERT); ``seq2seq`` =
-    encoder–decoder with cross-attention (the original Transformer, MarianMT)."""
+    encoder–decoder with cross-attention (the original Transformer, MarianMT); forecasters
+    (docs/forecasting.md): ``patchtst``, ``timestep``, ``lstm_forecaster``; images
+    (docs/baselines.md): ``vit`` (Vision Transformer), ``image_cnn`` (small ResNet); baselines
+    for text: ``rnn``/``lstm``/``gru`` (classifier with heads = "classifier", else a causal LM),
+    ``text_cnn`` (classifier)."""
     vocab_size: int = 0
     """Output/input vocabulary; 0 = take it from the tokenizer."""
     context_length: int = 256
@@ -40,7 +46,21 @@ class ModelConfig:
     norm_eps: float = 1e-5
     prenorm: bool = True
     """True: x + f(norm(x)) (GPT-2, Llama). False: norm(x + f(x)) (original Transformer)."""
-    positional: Literal["learned", "sinusoidal", "rope", "alibi", "none"] = "learned"
+    positional: Literal["learned", "sinusoidal", "rope", "alibi", "relative", "none"] = "learned"
+    """Position information: ``learned``/``sinusoidal`` vectors added to the embeddings,
+    ``rope`` rotated into queries and keys, ``alibi`` a distance penalty on the scores, or
+    ``relative``: Transformer-XL's relative encoding (decoders; docs/attention.md)."""
+    memory_length: int = 0
+    """Transformer-XL (needs positional = "relative"): each layer keeps its inputs on the last
+    ``memory_length`` positions of the previous segments (no gradient through them) and attends
+    over [memory; current segment]; training feeds consecutive segments. 0 = no memory."""
+    reversible: bool = False
+    """Reversible residual layers (RevNet/Reformer): y1 = x1 + Attn(x2), y2 = x2 + FF(y1) on a
+    doubled residual stream; the backward pass recomputes activations instead of storing
+    them. Needs prenorm = true and dropout = 0."""
+    ff_chunks: int = 1
+    """Run the feed-forward over this many pieces of the sequence (Reformer's chunking: the
+    same values, a smaller hidden activation at a time); 1 = all at once."""
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None
     """RoPE frequency scaling (as in Hugging Face): {rope_type = "linear", factor = F} or
@@ -98,6 +118,20 @@ class ModelConfig:
     the pooler when the model has one), ``mean``/``max`` over real tokens; None = ``cls``."""
     classifier_dropout: float | None = None
     """``heads = "classifier"``: dropout before the classifier's linear layer; None = ``dropout``."""
+    image_size: int = 0
+    """Image models (vit, image_cnn): height = width of the input in pixels (set by
+    ``task = "image-classify"``); 0 for other models."""
+    image_channels: int = 1
+    """Image models: input channels (1 = grayscale, 3 = RGB)."""
+    patch_size: int = 4
+    """vit: side of the square patches (divides image_size); one token per patch."""
+    bidirectional: bool = False
+    """rnn/lstm/gru classifiers: read the text both ways (features = both final states)."""
+    conv_widths: list[int] | None = None
+    """text_cnn: the filter widths, d_model filters each; None = [3, 4, 5]."""
+    forecast: dict[str, Any] | None = None
+    """Forecasters only (set by ``task = "forecast"``): {channels, horizon, patch_len, stride,
+    revin}; the context is ``context_length`` (lmforge.models.forecast.ForecastShape)."""
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ConfigError:
@@ -118,9 +152,12 @@ class ModelConfig:
         if self.arch == "encoder" and "nsp" in self.heads and not self.pooler:
             raise bad("pooler", "the NSP head reads the pooled first token: set pooler = true, "
                       "or heads = \"mlm\" / \"none\"")
-        if self.heads == "classifier" and (self.arch != "encoder" or (self.n_classes or 0) < 2):
-            raise bad("n_classes", "a classifier is an encoder (arch = \"encoder\") with "
+        if self.heads == "classifier" and (self.arch not in CLASSIFIER_ARCHS
+                                           or (self.n_classes or 0) < 2):
+            raise bad("n_classes", f"a classifier is one of {', '.join(CLASSIFIER_ARCHS)} with "
                       f"n_classes >= 2, got arch {self.arch!r}, n_classes {self.n_classes}")
+        if (problem := _baseline_problem(self)) is not None:
+            raise bad(*problem)
         if self.heads != "classifier" and self.n_classes is not None:
             raise bad("n_classes", "only classifiers (heads = \"classifier\") have classes")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
@@ -134,6 +171,8 @@ class ModelConfig:
             raise bad("share_embeddings", "a source vocabulary of its own (src_vocab_size) "
                       "needs share_embeddings = false")
         if (problem := _attention_problem(self)) is not None:
+            raise bad(*problem)
+        if (problem := _xl_problem(self)) is not None:
             raise bad(*problem)
         if self.rope_scaling is not None:
             problem = _rope_scaling_problem(self.rope_scaling, self.positional)
@@ -176,15 +215,44 @@ class ModelConfig:
         return 4 * self.d_model
 
 
+CLASSIFIER_ARCHS = ("encoder", "vit", "image_cnn", "rnn", "lstm", "gru", "text_cnn")
+"""Architectures that take ``heads = "classifier"``."""
+IMAGE_ARCHS = ("vit", "image_cnn")
+RECURRENT_ARCHS = ("rnn", "lstm", "gru")
+
+
+def _baseline_problem(cfg: ModelConfig) -> tuple[str, str] | None:
+    """(field, what is wrong) for the image and baseline settings, or None."""
+    for name, low, top in (("image_size", 0, 2**14), ("image_channels", 1, 64),
+                           ("patch_size", 1, 2**12)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
+            return name, f"must be an integer from {low} to {top}, got {value!r}"
+    # (a [model] table names the arch; the task adds heads = "classifier" and the sizes)
+    if cfg.arch in IMAGE_ARCHS and cfg.heads == "classifier" and cfg.image_size < 1:
+        return "image_size", f"arch {cfg.arch!r} needs the image size (task = \"image-classify\" sets it)"
+    if cfg.arch == "vit" and cfg.image_size % cfg.patch_size:
+        return "patch_size", f"must divide image_size ({cfg.image_size}), got {cfg.patch_size}"
+    widths = cfg.conv_widths
+    if widths is not None and (not isinstance(widths, list) or not widths or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 64 for w in widths)):
+        return "conv_widths", f"must be a non-empty list of integers from 1 to 64, got {widths!r}"
+    if cfg.bidirectional and cfg.arch not in RECURRENT_ARCHS:
+        return "bidirectional", f"only rnn/lstm/gru read both ways, got arch {cfg.arch!r}"
+    return None
+
+
 MAX_SIZES = {"context_length": 2**20, "d_model": 2**16, "n_layer": 1024, "n_head": 1024,
              "n_kv_head": 1024, "head_dim": 2**12, "d_ff": 2**20, "encoder_layers": 1024,
              "vocab_size": 2**24, "src_vocab_size": 2**24, "type_vocab_size": 2**16,
-             "n_classes": 2**20, "attention_window": 2**20}
+             "n_classes": 2**20, "attention_window": 2**20, "memory_length": 2**20,
+             "ff_chunks": 2**16}
 """Upper bounds of the size fields, far above any real model: a ``config.json`` from a
 hostile or broken file must not make lmforge allocate without bound."""
 _MIN_SIZES = {"context_length": 1, "d_model": 1, "n_layer": 1, "n_head": 1, "n_kv_head": 1,
               "head_dim": 1, "d_ff": 1, "encoder_layers": 1, "vocab_size": 0,
-              "src_vocab_size": 0, "type_vocab_size": 0, "n_classes": 0, "attention_window": 0}
+              "src_vocab_size": 0, "type_vocab_size": 0, "n_classes": 0, "attention_window": 0,
+              "memory_length": 0, "ff_chunks": 1}
 
 
 def _size_problem(cfg: ModelConfig) -> tuple[str, str] | None:
@@ -228,6 +296,32 @@ def _attention_problem(cfg: ModelConfig) -> tuple[str, str] | None:
     if window and cfg.arch != "decoder":
         return "attention_window", f"a sliding window is for decoders (arch = \"decoder\"), " \
                                    f"got arch {cfg.arch!r}; set attention_window = 0"
+    return None
+
+
+RELATIVE_BACKENDS = ("auto", "fused", "explicit", "sliding_window")
+"""Backends that read the additive ``bias`` exactly, so they run relative positions."""
+
+
+def _xl_problem(cfg: ModelConfig) -> tuple[str, str] | None:
+    """(field, what is wrong) for Transformer-XL and reversible-layer settings, or None."""
+    if cfg.positional == "relative" and cfg.arch != "decoder":
+        return "positional", ('"relative" (Transformer-XL) is for decoders (arch = "decoder"), '
+                              f"got arch {cfg.arch!r}; choose learned, sinusoidal, rope or alibi")
+    if cfg.positional == "relative" and cfg.attention not in RELATIVE_BACKENDS:
+        return "attention", (f"relative positions need a backend that adds the score bias "
+                             f"exactly ({', '.join(RELATIVE_BACKENDS)}), got {cfg.attention!r}")
+    if cfg.memory_length and cfg.positional != "relative":
+        return "memory_length", ("a segment memory needs relative positions: set "
+                                 'positional = "relative", or memory_length = 0')
+    if cfg.reversible:
+        if cfg.arch == "seq2seq":
+            return "reversible", 'reversible layers are for arch = "decoder" or "encoder"'
+        if not cfg.prenorm or cfg.dropout > 0:
+            return "reversible", ("reversible layers recompute the forward pass exactly, so "
+                                  "they need prenorm = true and dropout = 0")
+        if cfg.memory_length:
+            return "reversible", "reversible layers do not keep an XL memory; set memory_length = 0"
     return None
 
 

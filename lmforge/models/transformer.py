@@ -15,6 +15,8 @@ from torch import nn
 from ..blocks import (AttentionOptions, backend_settings, FeedForward, KVCache, LearnedPositions,
                       MultiHeadAttention, RotaryEmbedding, SinusoidalPositions, TokenEmbedding, TransformerBlock, alibi_bias,
                       Unpadded, alibi_slopes, make_norm, rope_inv_freq)
+from ..blocks.relative import RelativeContext, XLMemory
+from ..blocks.reversible import reversible_forward
 from ..errors import ConfigError
 from .config import ModelConfig
 
@@ -36,12 +38,12 @@ def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None,
     attn = lambda r: MultiHeadAttention(  # noqa: E731
         cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias, rope=r,
         backend=backend, dropout=cfg.dropout, head_dim=cfg.head_dim, options=options,
-        context_length=cfg.context_length)
+        context_length=cfg.context_length, relative=cfg.positional == "relative")
     ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.use_ff_bias)
     norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
     cross = dict(cross_attn=attn(None), norm_cross=norm()) if cross_attention else {}
     return TransformerBlock(attn(rope), ff, norm(), norm(), prenorm=cfg.prenorm,
-                            dropout=cfg.dropout, **cross)
+                            dropout=cfg.dropout, ff_chunks=cfg.ff_chunks, **cross)
 
 
 class Transformer(nn.Module):
@@ -72,6 +74,11 @@ class Transformer(nn.Module):
             self.register_buffer("alibi", alibi_slopes(cfg.n_head), persistent=False)
         else:
             self.alibi = None
+        self.rel_table, self.rel_u, self.rel_v = None, None, None
+        if cfg.positional == "relative":  # Transformer-XL: R_{i-j}, and u, v shared by layers
+            self.rel_table = SinusoidalPositions(cfg.context_length + cfg.memory_length, cfg.d_model)
+            self.rel_u = nn.Parameter(torch.zeros(cfg.n_head, cfg.dim_head))
+            self.rel_v = nn.Parameter(torch.zeros(cfg.n_head, cfg.dim_head))
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.layers = nn.ModuleList(build_block(cfg, rope, cross_attention)
                                     for _ in range(n_layer or cfg.n_layer))
@@ -92,11 +99,32 @@ class Transformer(nn.Module):
         context: torch.Tensor | None = None,  # (B, S, C) encoder output, for cross-attention
         context_mask: torch.Tensor | None = None,  # (B, S) bool, True = real source token
         cross_out: list | None = None,  # if given, each layer appends its cross-attn weights
+        memory: XLMemory | None = None,  # Transformer-XL: earlier segments, updated in place
     ) -> torch.Tensor:  # (B, T, C)
         B, T = idx.shape
         past = cache.length if cache is not None else 0
         if positions is None:
             positions = torch.arange(past, past + T, device=idx.device)  # (T,)
+        x = self._embed(idx, positions, token_type_ids)  # (B, T, C)
+        mask = padding_mask[:, None, None, :] if padding_mask is not None else None  # (B,1,1,S)
+        unpad = None
+        if (self.unpad and padding_mask is not None and cache is None and context is None
+                and T > 1 and not torch.compiler.is_compiling()):
+            unpad = Unpadded.from_mask(padding_mask)  # None if there is little padding
+            if unpad is not None:
+                x = unpad.pack(x)  # (N, C): blocks work on the real tokens only
+        kw = dict(positions=positions, mask=mask, bias=self._score_bias(positions, past + T),
+                  is_causal=self.causal, cache=cache, attn_out=attn_out, unpad=unpad)
+        if context is not None:
+            kw.update(context=context, cross_out=cross_out, context_mask=None
+                      if context_mask is None else context_mask[:, None, None, :])  # (B,1,1,S)
+        x = self._layers(x, kw, memory, padding_mask, cache, past + T)
+        if cache is not None:
+            cache.advance(T)
+        x = self.norm(x) if self.norm is not None else x
+        return unpad.pad(x) if unpad is not None else x  # (B, T, C), zeros at padding
+
+    def _embed(self, idx, positions, token_type_ids) -> torch.Tensor:
         x = self.embed(idx)  # (B, T, C)
         if self.pos is not None:
             x = x + self.pos(positions)
@@ -109,31 +137,49 @@ class Transformer(nn.Module):
                               "(model.type_vocab_size = 0); leave them out")
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        x = self.drop(x)
-        mask = padding_mask[:, None, None, :] if padding_mask is not None else None  # (B,1,1,S)
-        unpad = None
-        if (self.unpad and padding_mask is not None and cache is None and context is None
-                and T > 1 and not torch.compiler.is_compiling()):
-            unpad = Unpadded.from_mask(padding_mask)  # None if there is little padding
-            if unpad is not None:
-                x = unpad.pack(x)  # (N, C): blocks work on the real tokens only
-        bias = None
-        if self.alibi is not None:
-            q_pos = positions if positions.dim() == 1 else positions[0]
-            bias = alibi_bias(self.alibi, q_pos, torch.arange(past + T, device=idx.device))
-            if not self.causal:  # both directions penalised by distance: -slope * |q - k|
-                bias = -bias.abs()
-        cross = {}
-        if context is not None:
-            cross = dict(context=context, cross_out=cross_out, context_mask=None
-                         if context_mask is None else context_mask[:, None, None, :])  # (B,1,1,S)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, positions=positions, mask=mask, bias=bias, is_causal=self.causal,
-                      cache=cache, layer=i, attn_out=attn_out, unpad=unpad, **cross)
-        if cache is not None:
-            cache.advance(T)
-        x = self.norm(x) if self.norm is not None else x
-        return unpad.pad(x) if unpad is not None else x  # (B, T, C), zeros at padding
+        return self.drop(x)
+
+    def _score_bias(self, positions: torch.Tensor, n_keys: int) -> torch.Tensor | None:
+        """ALiBi's additive score bias (H, T, n_keys), or None."""
+        if self.alibi is None:
+            return None
+        q_pos = positions if positions.dim() == 1 else positions[0]
+        bias = alibi_bias(self.alibi, q_pos, torch.arange(n_keys, device=positions.device))
+        return bias if self.causal else -bias.abs()  # both directions: -slope * |q - k|
+
+    def _relative(self, n_keys: int) -> RelativeContext:
+        table = self.rel_table(torch.arange(n_keys, device=self.rel_u.device))  # (K, C)
+        return RelativeContext(table, self.rel_u, self.rel_v)
+
+    def _layers(self, x, kw: dict, memory: XLMemory | None, padding_mask, cache,
+                n_keys: int) -> torch.Tensor:
+        """Run the blocks: plain, reversible, or with an XL memory (which is then updated)."""
+        if memory is not None:
+            if self.rel_table is None:
+                raise ConfigError("an XL memory needs model.positional = \"relative\"")
+            if padding_mask is not None or cache is not None:
+                raise ValueError("an XL memory runs without a padding mask or a KV cache")
+            if memory.batch() not in (None, x.shape[0]):
+                raise ValueError(f"the memory holds {memory.batch()} rows, the batch has "
+                                 f"{x.shape[0]}; reset it (memory.reset()) for a new batch")
+            if x.shape[1] > memory.room:
+                raise ValueError(f"{x.shape[1]} tokens do not fit the memory's segment "
+                                 f"({memory.room} positions left); feed at most that many")
+            n_keys = memory.held + x.shape[1]
+        if self.rel_table is not None:
+            kw["relative"] = self._relative(n_keys)
+        kws = [dict(kw, layer=i) for i in range(len(self.layers))]
+        if self.cfg.reversible and "context" not in kw:
+            return reversible_forward(self.layers, x, kws)
+        inputs = []
+        for layer, layer_kw in zip(self.layers, kws):
+            if memory is not None:
+                inputs.append(x)
+                layer_kw["memory"] = memory.states(layer_kw["layer"])  # (B, M, C) or None
+            x = layer(x, **layer_kw)
+        if memory is not None:
+            memory.push(inputs)
+        return x
 
 
 def check_arch(cfg, arch: str, who: str) -> None:

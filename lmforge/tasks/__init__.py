@@ -14,7 +14,7 @@ from .registry import TASKS, Task, TaskData, get_task, register, unregister
 from .steps import TrainRun
 
 # the task registry: each module registers its task(s) when imported
-from . import lm, mlm, seq2seq, span_corruption, classify, sft  # noqa: E402,F401
+from . import lm, mlm, seq2seq, span_corruption, classify, sft, forecast, image_classify  # noqa: E402,F401,E501
 
 __all__ = ["DataConfig", "RunConfig", "RunState", "TASKS", "Task", "TaskData", "TokenizerConfig",
            "TrainRun", "get_task", "register", "train_task", "unregister"]

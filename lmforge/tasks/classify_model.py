@@ -27,11 +27,15 @@ def resolve_pooling(pooling: str, init_meta) -> str:
     return (se.pooling if se is not None else None) or "cls"
 
 
+TEXT_CLASSIFIER_ARCHS = ("encoder", "rnn", "lstm", "gru", "text_cnn")
+"""``model.arch`` values the text classifier trains (the baselines: docs/baselines.md)."""
+
+
 def check_encoder(base) -> None:
-    """Refuse a ModelConfig that is not an encoder."""
-    if base.arch != "encoder":
-        raise ConfigError(f"classification fine-tunes encoders (model.arch = \"encoder\"), got "
-                          f"{base.arch!r}")
+    """Refuse a ModelConfig that is not an encoder (or a text baseline: rnn/lstm/gru/text_cnn)."""
+    if base.arch not in TEXT_CLASSIFIER_ARCHS:
+        raise ConfigError(f"classification trains model.arch = {' / '.join(TEXT_CLASSIFIER_ARCHS)}"
+                          f", got {base.arch!r}")
 
 
 def classifier_config(base, n_classes: int, pooling: str, dropout: float | None):

@@ -18,6 +18,7 @@ from ..evaluation import text_perplexity
 from ..evaluation.forgetting import compare_perplexity, format_forgetting, general_perplexity
 from ..evaluation.translation import side_by_side, translation_scores
 from ..inference.translate import DecodeConfig, Translator
+from ..inference.quant import load_for_inference
 from ..modeldir import load_model_dir
 from ..modeldir.directory import load_source_tokenizer, read_config
 from ..tokenizers import eos_token_id
@@ -69,7 +70,7 @@ def evaluate_perplexity(model_dir: str, data: str | list[str], stride: int | Non
     """Perplexity of ``model_dir`` on ``data``; with ``baseline`` (the model before
     fine-tuning) also the baseline's perplexity and the change (the forgetting report)."""
     say = say or _quiet
-    lm = load_model_dir(model_dir, device=device)
+    lm = load_for_inference(model_dir, device=device)  # a quantised directory too
     text = "\n\n".join(d.text for d in read_documents(data, text_field=text_field))
     if max_chars:
         text = text[:max_chars]

@@ -9,8 +9,12 @@ metrics.jsonl/.csv, loss.png).
 
 from __future__ import annotations
 
+import torch.nn.functional as F
+
 from ..data import build_token_splits, eval_batches, sample_batch
+from ..data.streams import segments_per_stream, stream_batch, stream_segments
 from ..errors import DataError
+from ..evaluation.perplexity import stream_loss
 from ..objectives import causal_lm_loss
 from ..tokenizers import eos_token_id
 from .config import RunConfig
@@ -40,6 +44,48 @@ def token_splits(run: RunState, eos_id: int | None, min_tokens: int, what: str, 
     return splits
 
 
+def _core(model):
+    """The model inside a DDP / torch.compile wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+class SegmentObjective:
+    """Next-token loss over consecutive segments (Transformer-XL): batches ``(x, y, first)``
+    from :func:`~lmforge.data.streams.stream_batch`; the memory is carried from each call to
+    the next and dropped when a stream starts again (``first``) or the batch changes. A
+    resumed run starts with an empty memory."""
+
+    def __init__(self):
+        self.memory = None
+
+    def __call__(self, model, batch):
+        x, y, first = batch
+        if self.memory is None or bool(first) or self.memory.batch() not in (None, x.shape[0]):
+            self.memory = _core(model).new_memory(segment=x.shape[1])
+        logits = model(x, memory=self.memory)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def segment_data(run: RunState, splits, seq_len: int) -> TaskData:
+    """TaskData for a model with an XL memory: contiguous streams, evaluated with the memory."""
+    tc = run.cfg.train
+    B, accum = tc.batch_size, tc.grad_accum
+    if segments_per_stream(len(splits.train), B, seq_len) == 0:
+        raise DataError(f"the training split ({len(splits.train)} tokens) is too short for "
+                        f"{B} streams of one segment of {seq_len + 1} tokens; lower "
+                        "train.batch_size or train.seq_len, or add more text")
+    evaluate = None
+    if len(splits.val) > seq_len:
+        evaluate = lambda model: stream_loss(  # noqa: E731
+            model, stream_segments(splits.val, B, seq_len, tc.eval_batches))
+    return TaskData(
+        train_batch=lambda step, micro, rank: stream_batch(
+            splits.train, B, seq_len, step * accum + micro, rank, run.world_size),
+        evaluate=evaluate, tokens_per_batch=B * seq_len)
+
+
 class CausalLMTask(Task):
     name = "causal-lm"
     summary = "pre-train a decoder on text by next-token prediction"
@@ -54,14 +100,23 @@ class CausalLMTask(Task):
                               f"one sequence of {seq_len + 1}",
                               "train.seq_len / model.context_length")
         B, seed = tc.batch_size, cfg.seed
+        meta = {"paths": [str(p) for p in data_paths(cfg)], "sources": len(splits.sources),
+                "train_tokens": int(len(splits.train)), "val_tokens": int(len(splits.val))}
+        if cfg.model.memory_length > 0:  # Transformer-XL: consecutive segments
+            data = segment_data(run, splits, seq_len)
+            data.meta = dict(meta, segments="contiguous streams")
+            return data
         return TaskData(
             train_batch=lambda step, micro, rank: sample_batch(splits.train, B, seq_len, seed,
                                                                step, micro, rank),
             eval_batches=(lambda: eval_batches(splits.val, B, seq_len, tc.eval_batches))
             if len(splits.val) > seq_len else None,
-            tokens_per_batch=B * seq_len,
-            meta={"paths": [str(p) for p in data_paths(cfg)], "sources": len(splits.sources),
-                  "train_tokens": int(len(splits.train)), "val_tokens": int(len(splits.val))})
+            tokens_per_batch=B * seq_len, meta=meta)
+
+    def make_objective(self, run: RunState):
+        if run.cfg.model.memory_length > 0:
+            return SegmentObjective()
+        return super().make_objective(run)
 
 
 register(CausalLMTask())

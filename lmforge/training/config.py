@@ -59,7 +59,22 @@ class TrainConfig:
     device: str = "auto"
     """auto, cpu, cuda, cuda:N, mps."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """Train through ``torch.compile`` (checked on the first batch; where the compiler or its
+    C++ toolchain is missing, a one-line message and training goes on uncompiled)."""
+    activation_checkpointing: Literal["none", "blocks", "selective"] = "none"
+    """Trade compute for memory: ``blocks`` recomputes every transformer block in the backward
+    pass (only the residual stream between blocks is stored); ``selective`` recomputes only
+    each block's feed-forward (its wide hidden layer is the largest activation). Any task,
+    LoRA and QLoRA included."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under ``torchrun`` with several processes: ``ddp`` = a full model copy per process,
+    gradients all-reduced; ``fsdp`` = FSDP2 (``fully_shard`` per block, then the root):
+    parameters, gradients and optimiser state sharded across processes, checkpoints written as
+    sharded ``torch.distributed.checkpoint`` directories that resume on any number of
+    processes. One process: ignored."""
+    fsdp_cpu_offload: bool = False
+    """``parallel = "fsdp"``: keep the sharded parameters and optimiser state in CPU memory,
+    moving each block's to the GPU only while it runs."""
     max_minutes: float = 0.0
     """Stop after this much wall time (0 = no limit); the last state is still saved."""
     progress: bool = True

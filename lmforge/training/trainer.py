@@ -13,6 +13,7 @@ the run and checkpoint directories when training starts or resumes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 import time
@@ -25,9 +26,13 @@ from torch import nn
 
 from ..errors import CheckpointError, TrainingError
 from ..files.atomic import sweep_stale_temporaries
+from .accumulate import micro_weights
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, broadcast_flag, init_distributed, resolve_device
+from .parallel import (apply_activation_checkpointing, compile_model, gradient_sync, shard_model,
+                       wrap_ddp)
+from .sharded import full_model_state, list_sharded, load_sharded, save_sharded
 from .early_stopping import EarlyStopping
 from .metrics import MetricsLog
 from .optim import lr_at, make_optimizer
@@ -128,15 +133,20 @@ class Trainer:
         self.early_stopping = early_stopping
         self.on_best = on_best
         self.dtype = autocast_dtype(cfg.dtype, self.device)
+        apply_activation_checkpointing(model, cfg.activation_checkpointing)
+        self.sharded = self.dist.enabled and cfg.parallel == "fsdp"
+        """FSDP2: parameters sharded across processes; checkpoints are DCP directories."""
+        self._plain_copy = copy.deepcopy(model).cpu() if self.sharded and self.dist.is_main \
+            and on_save is not None else None  # (rank 0 writes model directories from it)
+        if self.sharded:
+            shard_model(model, self.dtype, cfg.fsdp_cpu_offload)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                         cfg.layer_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.train_model = model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.train_model = wrap_ddp(model, self.device) if self.dist.enabled and not self.sharded \
+            else model
         if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = compile_model(self.train_model, self._compile_probe)
         self.step = 0
         self.tokens = 0
         self.elapsed = 0.0
@@ -146,6 +156,16 @@ class Trainer:
         """(step, path) of the last checkpoint saved (path None on ranks other than the main
         one: every rank knows the step, so they agree on whether to save again)."""
 
+    def _compile_probe(self, compiled: nn.Module) -> None:
+        """One forward and backward pass of the compiled model on the first batch (compiling
+        it), with the RNG and the gradients left as they were."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            batch = _to_device(self.train_batch(0, 0, self.dist.rank), self.device)
+            with self.autocast():
+                loss = self.objective(compiled, batch)
+            loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+
     # -- precision ---------------------------------------------------------------------------
     def autocast(self):
         if self.dtype == torch.float32:
@@ -153,16 +173,20 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"step": self.step, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+    def state_dict(self, weights: bool = True) -> dict:
+        """The whole training state; ``weights=False``: without model and optimiser (a sharded
+        checkpoint stores those itself)."""
+        big = {"model": self.model.state_dict(),
+               "optimizer": self.optimizer.state_dict()} if weights else {}
+        return {"step": self.step, **big, "scaler": self.scaler.state_dict(),
                 "rng": rng_state(), "tokens": self.tokens, "elapsed": self.elapsed,
                 "best_val": self.best_val, "last_val": self.last_val,
                 "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_state_dict(self, state: dict, model_loaded: bool = False) -> None:
+        if not model_loaded:  # (a sharded checkpoint has loaded model and optimiser itself)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])  # (a malformed one is a CheckpointError)
         self.step, self.tokens = state["step"], state["tokens"]
@@ -172,6 +196,8 @@ class Trainer:
             self.early_stopping.load_state_dict(state["early_stopping"])
 
     def save(self) -> Path | None:
+        if self.sharded:
+            return self._save_sharded()
         if not self.dist.is_main:
             self.saved = (self.step, None)
             return None
@@ -181,15 +207,36 @@ class Trainer:
             self.on_save(self.model, self.summary())
         return path
 
+    def _save_sharded(self) -> Path | None:
+        """FSDP: every rank writes its shards; rank 0 gathers the whole model into its plain
+        copy and writes the model directory from it (``on_save``)."""
+        path = save_sharded(self.ckpt_dir, self.step, self.model, self.optimizer,
+                            self.state_dict(weights=False),
+                            is_main=self.dist.is_main, barrier=lambda: barrier(self.dist),
+                            keep=self.cfg.keep_checkpoints)
+        full = full_model_state(self.model)
+        self.saved = (self.step, path if self.dist.is_main else None)
+        if self._plain_copy is not None:
+            self._plain_copy.load_state_dict(full)
+            self.on_save(self._plain_copy, self.summary())
+        return self.saved[1]
+
     def resume(self) -> bool:
         """Load the newest checkpoint; False when there is none. A checkpoint that does not fit
         this run (other shapes, a malformed state) is a CheckpointError naming it."""
         path = latest_checkpoint(self.ckpt_dir)
+        sharded = list_sharded(self.ckpt_dir)
+        if sharded and (path is None or sharded[-1][1].stem >= path.stem):  # (same digits)
+            path = sharded[-1][1]  # written by FSDP; resharded onto this run's processes
         if path is None:
             return False
-        state = load_checkpoint(path)
+        state = None if path.suffix == ".dcp" else load_checkpoint(path)
         try:
-            self.load_state_dict(state)
+            if state is None:
+                state = load_sharded(path, self.model, self.optimizer)
+                self.load_state_dict(state, model_loaded=True)
+            else:
+                self.load_state_dict(state)
         except CheckpointError as e:
             raise CheckpointError(f"checkpoint {path}: {e}") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -262,14 +309,15 @@ class Trainer:
         non-finite loss stops training with a TrainingError naming the last good checkpoint."""
         cfg = self.cfg
         loss_sum = torch.zeros((), device=self.device)
-        for micro in range(cfg.grad_accum):
-            batch = _to_device(self.train_batch(self.step, micro, self.dist.rank), self.device)
-            sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+        batches = [_to_device(self.train_batch(self.step, micro, self.dist.rank), self.device)
+                   for micro in range(cfg.grad_accum)]
+        weights, report = micro_weights(batches, self.dist, self.device)  # by target tokens
+        for micro, batch in enumerate(batches):
+            with gradient_sync(self.train_model, micro == cfg.grad_accum - 1, self.dist):
                 with self.autocast():
-                    loss = self.objective(self.train_model, batch) / cfg.grad_accum
-                self.scaler.scale(loss).backward()
-            loss_sum += loss.detach()
+                    loss = self.objective(self.train_model, batch)
+                self.scaler.scale(loss * weights[micro]).backward()
+            loss_sum += loss.detach().float() * report[micro]
         train_loss = float(loss_sum)
         if not math.isfinite(train_loss):
             if bar is not None:

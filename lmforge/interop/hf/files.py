@@ -21,6 +21,8 @@ from .bounds import check_hf_sizes, shard_paths
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+BYTE_ALPHABET = frozenset(pre_tokenizers.ByteLevel.alphabet())
+"""The 256 characters byte-level BPE spells bytes with."""
 
 
 def read_json(path: Path) -> dict:

@@ -1,0 +1,95 @@
+"""Long dependencies: the copy-the-first-tokens problem at lengths 50..1000. Each sequence is
+K = 5 random symbols, then L filler tokens, a marker, and the K symbols again; the loss and
+accuracy count only the recalled symbols, which lie L + 1 positions after what they copy.
+RNN, LSTM, GRU (:class:`~lmforge.models.recurrent.RecurrentLM`) and a causal Transformer
+(:class:`~lmforge.models.CausalLM`) get the same steps: recall accuracy against distance, and
+training step time against length.
+
+    python bench/long_dependency.py                               # ~10 min
+    python bench/long_dependency.py --lengths 50,100 --steps 20   # smoke test, < 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, table  # noqa: E402
+from lmforge.models import ModelConfig, build_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+K, SYMBOLS, FILL, MARK = 5, 8, 9, 10  # symbols 1..8, filler 9, marker 10; vocab 11
+ARCHS = ["rnn", "lstm", "gru", "decoder"]
+
+
+def copy_batch(g: torch.Generator, B: int, L: int):
+    x = torch.randint(1, SYMBOLS + 1, (B, K), generator=g)
+    seq = torch.cat([x, torch.full((B, L), FILL), torch.full((B, 1), MARK), x], 1)
+    return seq[:, :-1], seq[:, 1:]  # inputs, targets; the last K targets are the recall
+
+
+def run(arch: str, L: int, steps: int, batch: int) -> tuple[float, float]:
+    """(recall accuracy, seconds per training step)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, vocab_size=11, d_model=64, n_layer=2, n_head=4,
+                      context_length=L + 2 * K + 1, positional="learned")
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        x, y = copy_batch(g, batch, L)
+        logits = model(x)[:, -K:]
+        loss = F.cross_entropy(logits.flatten(0, 1), y[:, -K:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    per_step = (time.perf_counter() - t0) / steps
+    x, y = copy_batch(torch.Generator().manual_seed(1), 256, L)
+    with torch.no_grad():
+        pred = model.eval()(x)[:, -K:].argmax(-1)
+    return float((pred == y[:, -K:]).float().mean()), per_step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", default="50,100,200,500,1000")
+    ap.add_argument("--archs", default=",".join(ARCHS))
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    lengths = [int(v) for v in args.lengths.split(",")]
+    rows, acc, secs = [], {}, {}
+    for arch in args.archs.split(","):
+        for L in lengths:
+            a, s = run(arch, L, args.steps, args.batch)
+            acc.setdefault(arch, []).append(a)
+            secs.setdefault(arch, []).append(s)
+            rows.append([arch, L, f"{a:.3f}", f"{s * 1000:.0f} ms"])
+            print(rows[-1], flush=True)
+    print(f"\n{machine()}; {args.steps} steps of {args.batch}; chance {1 / SYMBOLS:.3f}\n")
+    print(table(["model", "distance", "recall acc", "step time"], rows))
+    from lmforge.viz.figure import pyplot, save_figure
+
+    plt = pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for arch in acc:
+        a1.plot(lengths, acc[arch], marker="o", label=arch)
+        a2.plot(lengths, [s * 1000 for s in secs[arch]], marker="o", label=arch)
+    a1.axhline(1 / SYMBOLS, ls=":", c="gray")
+    a1.set(xscale="log", xlabel="distance (tokens)", ylabel="recall accuracy")
+    a2.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per step")
+    a1.legend()
+    print("plot:", save_figure(fig, RESULTS / "long_dependency.png"))
+
+
+if __name__ == "__main__":
+    main()

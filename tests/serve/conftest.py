@@ -1,0 +1,103 @@
+"""Fixtures for the server tests: a tiny decoder model directory (byte-level tokenizer with the
+ChatML tokens, weights scaled so greedy replies vary), and a live server on a free port in a
+background thread, driven over HTTP."""
+
+import socket
+import threading
+import time
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from lmforge.modeldir import save_model_dir
+from lmforge.models import ModelConfig, build_model
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+API_KEY = "test-key"
+
+
+def byte_tokenizer() -> Tokenizer:
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({c: i for i, c in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIALS)
+    return tok
+
+
+def tiny_decoder(tok: Tokenizer, context: int = 160):
+    """A random decoder whose output favours printable ASCII (so replies re-encode to the
+    same tokens) and the ChatML end token."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), d_model=32, n_layer=2, n_head=2,
+                      n_kv_head=1, context_length=context, positional="rope", norm="rmsnorm",
+                      activation="swiglu", tie_embeddings=False)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.5)
+        allowed = [i for c, i in tok.get_vocab().items()
+                   if "!" <= c <= "~" or c in ("Ġ", "<|im_end|>")]
+        banned = torch.ones(cfg.vocab_size, dtype=torch.bool)
+        banned[allowed] = False
+        model.lm_head.weight[banned] = 0
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    tok = byte_tokenizer()
+    path = tmp_path_factory.mktemp("serve") / "tiny"
+    save_model_dir(path, tiny_decoder(tok), tok)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    """The tiny model served with an API key, a small batch and queue."""
+    pytest.importorskip("fastapi")
+    from lmforge.serve import Limits, create_app, load_all
+
+    torch.set_num_threads(1)
+    models = load_all([str(tiny_dir)], max_batch=4, max_queue=8)
+    app = create_app(models, api_key=API_KEY, limits=Limits(max_tokens=100))
+    live = LiveServer(app)
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
