@@ -37,8 +37,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, table  # noqa: E402
 from lmforge.data.timeseries import fill_missing, rolling_origins, split_spans  # noqa: E402
-from lmforge.evaluation.forecasting import (BASELINES, per_horizon, plot_forecast,  # noqa: E402
-                                            rolling_errors)
+from lmforge.evaluation.forecasting import (  # noqa: E402
+    BASELINES,
+    per_horizon,
+    plot_forecast,
+    rolling_errors,
+)
 from lmforge.tasks import RunConfig, train_task  # noqa: E402
 from lmforge.tasks.forecast_predict import load_forecaster  # noqa: E402
 
@@ -99,7 +103,7 @@ def bench_series(name: str, args, work: Path) -> tuple[dict, dict]:
         t0 = time.perf_counter()
         if method in CLASSICAL:
             fn = BASELINES[method]
-            truth, pred = rolling_errors(y, origins, H, lambda h, k: fn(h, k, m))
+            truth, pred = rolling_errors(y, origins, H, lambda h, k, fn=fn: fn(h, k, m))
         else:
             arch, extra = NEURAL[method]
             f = load_forecaster(train_neural(name, arch, extra, csv, work / f"{name}-{method}", s, args))
@@ -115,7 +119,8 @@ def bench_series(name: str, args, work: Path) -> tuple[dict, dict]:
     t = origins[-1]
     shown = max(0, t - 4 * s["context"])
     plot_forecast(times[shown:t], y[shown:t], times[t:t + H], last,
-                  Path(args.out_dir) / f"forecast_{name}.png", truth=y[t:t + H],
+                  Path(args.out_dir) / f"forecast_{name}{'_tiny' if args.tiny else ''}.png",
+                  truth=y[t:t + H],
                   title=f"{name}: last test origin")
     return {"origins": len(origins), "horizon": H, "season": m, "steps": len(y),
             "train_end": spans.train_end, "methods": results}, last

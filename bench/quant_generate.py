@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import machine, table  # noqa: E402
-from bench.smollm2_common import ROOT, chat_prompt_ids, gguf_file, hf_dir, model_dir  # noqa: E402
-from lmforge.cli.quantize import import_gguf_lowbit  # noqa: E402
-from lmforge.evaluation import text_perplexity  # noqa: E402
-from lmforge.inference import GenerationConfig, generate  # noqa: E402
-from lmforge.inference.quant import load_for_inference  # noqa: E402
-from lmforge.tokenizers import eos_token_id  # noqa: E402
+from bench.common import machine, table
+from bench.smollm2_common import ROOT, chat_prompt_ids, gguf_file, hf_dir, model_dir
+from lmforge.cli.quantize import import_gguf_lowbit
+from lmforge.evaluation import text_perplexity
+from lmforge.inference import GenerationConfig, generate
+from lmforge.inference.quant import load_for_inference
+from lmforge.tokenizers import eos_token_id
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
@@ -98,7 +98,7 @@ def run_rows(path: Path, q41: Path, args) -> list[list]:
         x = torch.tensor([chat_prompt_ids(lm)]) if x is None else x
         cfg = GenerationConfig(max_new_tokens=n, temperature=0, stop_at_eos=False)
         generate(lm.model, x, GenerationConfig(max_new_tokens=2, temperature=0))  # warm-up
-        s = _time(lambda: generate(lm.model, x, cfg))
+        s = _time(lambda m=lm.model, x=x, cfg=cfg: generate(m, x, cfg))
         ppl = (text_perplexity(lm.model, lm.tokenizer, text, context=512, batch_size=1,
                                bos_id=eos_token_id(lm.tokenizer)).perplexity if text else math.nan)
         base_ppl = base_ppl or ppl
@@ -116,7 +116,7 @@ def hf_tokens_per_s(path: Path, x: torch.Tensor, n: int) -> float:
 
     hf = AutoModelForCausalLM.from_pretrained(hf_dir(path), dtype=torch.float32).eval()
     hf.generation_config.eos_token_id = None
-    run = lambda k: hf.generate(x, max_new_tokens=k, min_new_tokens=k,  # noqa: E731
+    run = lambda k: hf.generate(x, max_new_tokens=k, min_new_tokens=k,
                                 do_sample=False, pad_token_id=0)
     with torch.no_grad():
         run(2)

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from .attention_backends import AttentionOptions, attention_forward, causal_mask, get_backend
 from .kv_cache import KVCache
+from .norms import RMSNorm
 from .positions import RotaryEmbedding
 from .relative import RelativeContext, relative_bias
 from .unpad import Unpadded
@@ -52,7 +53,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, bias: bool = True,
                  rope: RotaryEmbedding | None = None, backend: str = "auto", dropout: float = 0.0,
                  head_dim: int | None = None, options: AttentionOptions | None = None,
-                 context_length: int = 0, relative: bool = False):
+                 context_length: int = 0, relative: bool = False, qk_norm_eps: float | None = None):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
@@ -65,6 +66,10 @@ class MultiHeadAttention(nn.Module):
         self.o_proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
         self.r_proj = nn.Linear(d_model, n_head * self.head_dim, bias=False) if relative else None
         """Transformer-XL's W_r: projects the sinusoidal distance vectors (``relative.py``)."""
+        qk_norm = qk_norm_eps is not None
+        self.q_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else None
+        """With ``qk_norm_eps``: RMSNorm over each head's queries / keys, before RoPE (Qwen3)."""
         self.rope = rope
         entry = get_backend(backend)  # an unknown name fails here, with the registered ones
         self.backend = backend
@@ -109,9 +114,12 @@ class MultiHeadAttention(nn.Module):
             q, k, v = unpad.pad(q), unpad.pad(k), unpad.pad(v)
         return q, k, v
 
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # (B, T, n*D) -> (B, n, T, D)
+    def _heads(self, x: torch.Tensor, n: int,
+               norm: nn.Module | None = None) -> torch.Tensor:  # (B, T, n*D) -> (B, n, T, D)
+        """Split into heads; ``norm`` (qk-norm) normalises each head's vector."""
         B, T, _ = x.shape
-        return x.view(B, T, n, self.head_dim).transpose(1, 2)
+        x = x.view(B, T, n, self.head_dim).transpose(1, 2)
+        return x if norm is None else norm(x)
 
     def forward(
         self,
@@ -136,11 +144,11 @@ class MultiHeadAttention(nn.Module):
         B, T = (unpad.batch, unpad.length) if unpad is not None else x.shape[:2]
         static = context is not None and cache is not None and cache.has_static(layer)
         q, k, v = self._project(x, context, memory, static, unpad)
-        q = self._heads(q, self.n_head)  # (B, H, T, D)
+        q = self._heads(q, self.n_head, self.q_norm)  # (B, H, T, D)
         if static:
             k, v = cache.static(layer)  # cross-attention K/V: computed once per source
         else:
-            k = self._heads(k, self.n_kv_head)  # (B, Hkv, S, D)
+            k = self._heads(k, self.n_kv_head, self.k_norm)  # (B, Hkv, S, D)
             v = self._heads(v, self.n_kv_head)
         if context is None:
             if self.rope is not None:

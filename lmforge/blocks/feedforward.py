@@ -1,7 +1,9 @@
 """Position-wise feed-forward network: up-project, non-linearity, down-project.
 
-``relu``/``gelu``/``gelu_tanh`` use two matrices (``up_proj``, ``down_proj``); ``swiglu`` uses
-three (``gate_proj``, ``up_proj``, ``down_proj``): down(silu(gate(x)) * up(x)), as in Llama.
+``relu``/``gelu``/``gelu_tanh`` use two matrices (``up_proj``, ``down_proj``); the gated ones
+use three (``gate_proj``, ``up_proj``, ``down_proj``): down(act(gate(x)) * up(x)), with
+act = silu for ``swiglu`` (Llama), exact GELU for ``geglu``, tanh-approximate GELU for
+``geglu_tanh`` (Gemma).
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh")
+GATED = ("swiglu", "geglu", "geglu_tanh")
+"""Activations that gate the up-projection with a second one (three matrices)."""
 
 
 def activation_fn(name: str):
-    """The element-wise function called ``name`` (one of ACTIVATIONS; swiglu's is silu)."""
+    """The element-wise function called ``name`` (one of ACTIVATIONS; a gated one's is its
+    gate's: swiglu -> silu, geglu -> gelu, geglu_tanh -> gelu_tanh)."""
     if name == "relu":
         return F.relu
-    if name == "gelu":
+    if name in ("gelu", "geglu"):
         return F.gelu
-    if name == "gelu_tanh":
+    if name in ("gelu_tanh", "geglu_tanh"):
         return lambda x: F.gelu(x, approximate="tanh")
     if name in ("silu", "swiglu"):
         return F.silu
@@ -31,7 +36,7 @@ class FeedForward(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.act = activation_fn(activation)
-        self.gated = activation == "swiglu"
+        self.gated = activation in GATED
         if self.gated:
             self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "relative", "none")
+POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "relative", "t5_relative", "none")
 ROPE_SCALING: dict[str, tuple[str, ...]] = {
     "linear": ("factor",),
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),

@@ -15,6 +15,7 @@ from ..files.guard import check_output, replace_directory
 from ..files.lock import lock_output
 from ..interop import export_hf, import_hf
 from ..interop.gguf import import_gguf
+from ..interop.gguf_export import export_gguf
 from ..modeldir import Source, read_config, read_meta
 from .output import say
 from .registry import Command
@@ -84,18 +85,33 @@ def _export_peft(adapter_dir: str, out: str, overwrite: bool, base: str | None) 
     return path
 
 
-EXPORTERS = {"hf": _export_hf, "peft": _export_peft}
-"""--format -> exporter(source, out, overwrite, base); add a format with one entry here."""
+def _export_gguf(model_dir: str, out: str, overwrite: bool, base: str | None,
+                 quant: str = "f16") -> Path:
+    check_output(out, [model_dir], overwrite, kind="file")
+    with lock_output(out):
+        info = export_gguf(model_dir, out, quant)
+    say(f"exported {model_dir} as GGUF {info['architecture']} ({quant}, pre-tokenizer "
+        f"{info['pre']}) -> {out}")
+    say(f"  tensors           {', '.join(f'{n} {k}' for k, n in info['tensor_types'].items())}")
+    say("  load it with llama.cpp, or transformers.AutoModelForCausalLM.from_pretrained(DIR, "
+        "gguf_file=NAME)")
+    return Path(out)
+
+
+EXPORTERS = {"hf": _export_hf, "peft": _export_peft, "gguf": _export_gguf}
+"""--format -> exporter(source, out, overwrite, base[, quant]); add a format with one entry."""
 
 
 def export_model(model_dir: str, fmt: str, out: str, overwrite: bool = False,
-                 base: str | None = None) -> Path:
+                 base: str | None = None, quant: str | None = None) -> Path:
     """Write an lmforge model directory in another format (``hf``: Hugging Face
     transformers), or an adapter directory (``peft``, with ``base`` its model directory);
     ``out`` guarded, locked and written whole as for :func:`import_model`."""
     if fmt not in EXPORTERS:
         raise ConfigError(f"--format {fmt!r} is not supported; choose {', '.join(EXPORTERS)}")
-    return EXPORTERS[fmt](model_dir, out, overwrite, base)
+    if quant is not None and fmt != "gguf":
+        raise ConfigError(f"--quant is for --format gguf, not --format {fmt}")
+    return EXPORTERS[fmt](model_dir, out, overwrite, base, **({"quant": quant} if quant else {}))
 
 
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,10 +132,13 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="model directory (hf) or adapter directory (peft)")
     p.add_argument("--format", default="hf", choices=list(EXPORTERS),
                    help="hf = Hugging Face transformers (GPT2LMHeadModel / LlamaForCausalLM); "
-                   "peft = a LoRA adapter directory as a Hugging Face PEFT adapter")
+                   "peft = a LoRA adapter directory as a Hugging Face PEFT adapter; "
+                   "gguf = one .gguf file (llama.cpp; llama, qwen2, gpt2)")
     p.add_argument("--base", metavar="MODEL_DIR",
                    help="with --format peft: the model directory the adapter was trained on")
-    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--out", required=True, help="directory to write (a .gguf file for gguf)")
+    p.add_argument("--quant", metavar="TYPE", help="with --format gguf: f32, f16 (default), "
+                   "q8_0 or q4_0 (docs/interop.md)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
@@ -135,7 +154,7 @@ def run_import(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    export_model(args.model_dir, args.format, args.out, args.overwrite, args.base)
+    export_model(args.model_dir, args.format, args.out, args.overwrite, args.base, args.quant)
 
 
 COMMANDS = [

@@ -10,19 +10,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..files.guard import check_output, replace_directory
-from ..files.lock import lock_output
-from ..finetune import load_with_adapter
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..inference.quant import (DEFAULT_GROUP_SIZE, DEFAULT_HEAD, HEAD_MODES, MODES, check_mode,
-                               load_for_inference, quantization_info, quantize_dir)
-from ..interop.gguf import import_gguf
-from ..interop.gguf_lowbit import BLOCK, read_lowbit
+from ..files.guard import check_output, replace_directory
+from ..files.lock import lock_output
+from ..finetune import load_with_adapter
+from ..inference.quant import (
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_HEAD,
+    HEAD_MODES,
+    MODES,
+    check_mode,
+    load_for_inference,
+    quantization_info,
+    quantize_dir,
+)
 from ..inference.quant.linear import pack_nibbles, quantize_int8
 from ..inference.quant.model import stored_form
 from ..inference.quant.storage import write_quantized_dir
+from ..interop.gguf import import_gguf
+from ..interop.gguf_lowbit import BLOCK, read_lowbit
 from ..modeldir import LoadedModel, load_model_dir
 from ..modeldir.directory import WEIGHTS
 from .arguments import positive_int

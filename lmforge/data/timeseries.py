@@ -196,7 +196,7 @@ class Scaler:
     """(C,) channel standard deviations over the training span (1 where a channel is constant)."""
 
     @classmethod
-    def fit(cls, train_values: np.ndarray) -> "Scaler":
+    def fit(cls, train_values: np.ndarray) -> Scaler:
         """Fit on ``train_values`` (T_train, C): pass ``values[:spans.train_end]``, nothing later."""
         mean = train_values.mean(0)
         std = train_values.std(0)
@@ -212,7 +212,7 @@ class Scaler:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scaler":
+    def from_dict(cls, d: dict) -> Scaler:
         return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
 
 

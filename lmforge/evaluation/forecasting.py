@@ -19,8 +19,8 @@ added back, as statsmodels' STLForecast does). statsmodels is imported when a st
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

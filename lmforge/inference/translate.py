@@ -51,13 +51,19 @@ def length_limits(src_mask: torch.Tensor, cfg: DecodeConfig, context: int) -> to
     return (n * cfg.max_len_ratio + cfg.max_len_extra).floor().long().clamp(1, cap)
 
 
+def _never(start_id: int, pad_id: int | None, eos_id: int) -> list[int]:
+    """Tokens decoding never writes: the start and padding tokens (none without ``pad_id``),
+    except the end token, which BART also starts from."""
+    return [] if pad_id is None else sorted({start_id, pad_id} - {eos_id})
+
+
 @torch.no_grad()
 def greedy_decode(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: int,
                   eos_id: int, limits: torch.Tensor, pad_id: int | None = None) -> list[list[int]]:
     """The most likely next token at every step. src (B, S), src_mask (B, S), limits (B,).
     Returns each row's tokens, without the start token and without the end token."""
     B = src.shape[0]
-    never = [] if pad_id is None else sorted({start_id, pad_id})  # tokens never to write
+    never = _never(start_id, pad_id, eos_id)  # tokens never to write
     memory = model.encode(src, src_mask)  # (B, S, C)
     cache = model.new_cache(B, int(limits.max()) + 1, dtype=memory.dtype)
     rows = torch.arange(B)  # original row of each active row
@@ -135,7 +141,7 @@ def beam_search(model, src: torch.Tensor, src_mask: torch.Tensor, *, start_id: i
     Returns the best finished hypothesis of each row (tokens without start and end)."""
     K = beam_size
     B = src.shape[0]
-    never = [] if pad_id is None else sorted({start_id, pad_id})  # tokens never to write
+    never = _never(start_id, pad_id, eos_id)  # tokens never to write
     memory = model.encode(src, src_mask).repeat_interleave(K, 0)  # (B*K, S, C)
     src_mask = src_mask.repeat_interleave(K, 0)  # (B*K, S)
     cache = model.new_cache(B * K, int(limits.max()) + 1, dtype=memory.dtype)

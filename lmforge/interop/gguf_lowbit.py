@@ -103,10 +103,10 @@ def read_lowbit(src: str | Path, cfg, model_type: str | None) -> dict[str, tuple
         if name is None or kind not in DIRECT:
             continue
         rows = int(t.shape[1])  # GGUF lists the innermost dimension first
-        fix = lambda x: x  # noqa: E731
+        fix = lambda x: x
         if model_type == "llama" and name.endswith(("q_proj", "k_proj")):
             n = cfg.n_head if name.endswith("q_proj") else (cfg.n_kv_head or cfg.n_head)
-            fix = lambda x, n=n: unpermute(x, n).contiguous()  # noqa: E731
+            fix = lambda x, n=n: unpermute(x, n).contiguous()
         if kind == "Q8_0":
             out[name] = (kind, fix(q8_dequantized(t.data, rows)))
         else:

@@ -1,10 +1,11 @@
 """Hugging Face checkpoints in and out for decoder models.
 
-    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2, MarianMT; BERT
-                          through lmforge.interop.hf.bert) -> lmforge model dir
+    import_hf(SRC, OUT)   HF model directory (GPT-2, Llama, Mistral, Qwen2, Qwen3, Gemma,
+                          MarianMT, T5, BART; BERT through lmforge.interop.hf.bert) -> lmforge model dir
     export_hf(DIR, OUT)   lmforge model directory -> a directory ``transformers`` loads with
-                          AutoModelForCausalLM.from_pretrained (as GPT-2 or Llama), or for an
-                          encoder–decoder AutoModelForSeq2SeqLM (as MarianMT)
+                          AutoModelForCausalLM.from_pretrained (as GPT-2, Llama, Mistral,
+                          Qwen3 or Gemma), or for an encoder–decoder AutoModelForSeq2SeqLM
+                          (as MarianMT, T5 or BART)
 
 Both give the same logits as the source. The per-family work (config fields, tensor names)
 lives in ``lmforge.interop.hf``; this module reads, checks and writes the files.

@@ -40,16 +40,34 @@ class ModelConfig:
     head_dim: int | None = None
     """Per-head width; None = d_model / n_head."""
     d_ff: int | None = None
-    """Feed-forward width; None = 4 * d_model (8/3 * d_model rounded up to 64 for swiglu)."""
-    activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu"] = "gelu"
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """Feed-forward width; None = 4 * d_model (8/3 * d_model rounded up to 64 for the
+    gated activations)."""
+    activation: Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu",
+                        "geglu_tanh"] = "gelu"
+    """Feed-forward non-linearity. The gated ones use three matrices, down(act(gate(x)) * up(x)):
+    ``swiglu`` (silu gate, Llama), ``geglu`` (exact GELU gate), ``geglu_tanh`` (tanh-approximate
+    GELU gate, Gemma)."""
+    norm: Literal["layernorm", "rmsnorm", "rmsnorm_1p"] = "layernorm"
+    """``layernorm``, ``rmsnorm``, or ``rmsnorm_1p``: RMSNorm scaled by (1 + weight), the weight
+    starting at zero (Gemma)."""
     norm_eps: float = 1e-5
+    qk_norm: bool = False
+    """RMSNorm (the ``norm_eps``, a learned weight of head_dim) on each head's queries and keys
+    before RoPE (Qwen3)."""
     prenorm: bool = True
     """True: x + f(norm(x)) (GPT-2, Llama). False: norm(x + f(x)) (original Transformer)."""
-    positional: Literal["learned", "sinusoidal", "rope", "alibi", "relative", "none"] = "learned"
+    positional: Literal["learned", "sinusoidal", "rope", "alibi", "relative", "t5_relative",
+                        "none"] = "learned"
     """Position information: ``learned``/``sinusoidal`` vectors added to the embeddings,
     ``rope`` rotated into queries and keys, ``alibi`` a distance penalty on the scores, or
-    ``relative``: Transformer-XL's relative encoding (decoders; docs/attention.md)."""
+    ``relative``: Transformer-XL's relative encoding (decoders; docs/attention.md), or
+    ``t5_relative``: T5's learned per-head bias over bucketed distances, one table per stack."""
+    relative_buckets: int = 32
+    """``positional = "t5_relative"`` (T5): distance buckets of the learned per-head score bias;
+    half hold exact distances, half log-spaced ranges (a bidirectional stack splits them
+    between earlier and later keys)."""
+    relative_max_distance: int = 128
+    """``positional = "t5_relative"``: distances from this on share the last bucket."""
     memory_length: int = 0
     """Transformer-XL (needs positional = "relative"): each layer keeps its inputs on the last
     ``memory_length`` positions of the previous segments (no gradient through them) and attends
@@ -210,7 +228,7 @@ class ModelConfig:
     def ff_dim(self) -> int:
         if self.d_ff:
             return self.d_ff
-        if self.activation == "swiglu":
+        if self.activation in ("swiglu", "geglu", "geglu_tanh"):
             return -(-int(8 * self.d_model / 3) // 64) * 64
         return 4 * self.d_model
 
@@ -308,6 +326,15 @@ def _xl_problem(cfg: ModelConfig) -> tuple[str, str] | None:
     if cfg.positional == "relative" and cfg.arch != "decoder":
         return "positional", ('"relative" (Transformer-XL) is for decoders (arch = "decoder"), '
                               f"got arch {cfg.arch!r}; choose learned, sinusoidal, rope or alibi")
+    if cfg.positional == "t5_relative" and cfg.attention not in RELATIVE_BACKENDS:
+        return "attention", (f"t5_relative positions need a backend that adds the score bias "
+                             f"exactly ({', '.join(RELATIVE_BACKENDS)}), got {cfg.attention!r}")
+    if cfg.positional == "t5_relative" and not (
+            4 <= cfg.relative_buckets <= 4096 and 2 <= cfg.relative_max_distance <= 2**20
+            and cfg.relative_max_distance > cfg.relative_buckets // 4):
+        return "relative_buckets", ("t5_relative needs relative_buckets from 4 to 4096 and "
+                                    "relative_max_distance above relative_buckets / 4 (at most "
+                                    f"2^20), got {cfg.relative_buckets}, {cfg.relative_max_distance}")
     if cfg.positional == "relative" and cfg.attention not in RELATIVE_BACKENDS:
         return "attention", (f"relative positions need a backend that adds the score bias "
                              f"exactly ({', '.join(RELATIVE_BACKENDS)}), got {cfg.attention!r}")

@@ -24,7 +24,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..blocks import FeedForward, LearnedPositions, MultiHeadAttention, TransformerBlock, make_norm
+from ..blocks import (
+    FeedForward,
+    LearnedPositions,
+    MultiHeadAttention,
+    TransformerBlock,
+    make_norm,
+)
 from ..errors import ConfigError
 from .config import ModelConfig
 
@@ -49,7 +55,7 @@ class ForecastShape:
     """Standardise each input window per channel and undo it on the output."""
 
     @classmethod
-    def of(cls, cfg: ModelConfig) -> "ForecastShape":
+    def of(cls, cfg: ModelConfig) -> ForecastShape:
         """The shape a forecaster's config describes (ConfigError naming the field if bad)."""
         f = dict(cfg.forecast or {})
         unknown = sorted(set(f) - {"channels", "horizon", "patch_len", "stride", "revin"})
@@ -132,7 +138,7 @@ class _Forecaster(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, L, C) scaled values -> (B, H, C) forecast
-        B, L, C = x.shape
+        _B, L, C = x.shape
         s = self.shape
         if L != s.context or C != s.channels:
             raise ValueError(f"expected (B, {s.context}, {s.channels}) inputs, got {tuple(x.shape)}")
@@ -175,7 +181,7 @@ class PatchTST(_Forecaster):
         return self.patch_embed(p) + self.pos(torch.arange(N, device=x.device))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape
+        B, _L, C = x.shape
         h = self.drop(self.embed(x))  # (B*C, N, D)
         for block in self.blocks:
             h = block(h)
@@ -219,7 +225,7 @@ class LSTMForecaster(_Forecaster):
         self.head = nn.Linear(cfg.d_model, s.horizon * s.channels)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape
+        B, _L, C = x.shape
         out, _ = self.lstm(x)  # (B, L, d_model)
         return self.head(out[:, -1]).view(B, self.shape.horizon, C)
 

@@ -17,6 +17,7 @@ from ..blocks import (AttentionOptions, backend_settings, FeedForward, KVCache, 
                       Unpadded, alibi_slopes, make_norm, rope_inv_freq)
 from ..blocks.relative import RelativeContext, XLMemory
 from ..blocks.reversible import reversible_forward
+from ..blocks.t5_bias import T5RelativeBias
 from ..errors import ConfigError
 from .config import ModelConfig
 
@@ -38,7 +39,8 @@ def build_block(cfg: ModelConfig, rope: RotaryEmbedding | None,
     attn = lambda r: MultiHeadAttention(  # noqa: E731
         cfg.d_model, cfg.n_head, cfg.n_kv_head, bias=cfg.use_attn_bias, rope=r,
         backend=backend, dropout=cfg.dropout, head_dim=cfg.head_dim, options=options,
-        context_length=cfg.context_length, relative=cfg.positional == "relative")
+        context_length=cfg.context_length, relative=cfg.positional == "relative",
+        qk_norm_eps=cfg.norm_eps if cfg.qk_norm else None)
     ff = FeedForward(cfg.d_model, cfg.ff_dim, cfg.activation, bias=cfg.use_ff_bias)
     norm = lambda: make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)  # noqa: E731
     cross = dict(cross_attn=attn(None), norm_cross=norm()) if cross_attention else {}
@@ -79,6 +81,9 @@ class Transformer(nn.Module):
             self.rel_table = SinusoidalPositions(cfg.context_length + cfg.memory_length, cfg.d_model)
             self.rel_u = nn.Parameter(torch.zeros(cfg.n_head, cfg.dim_head))
             self.rel_v = nn.Parameter(torch.zeros(cfg.n_head, cfg.dim_head))
+        self.t5_bias = (T5RelativeBias(cfg.n_head, cfg.relative_buckets, cfg.relative_max_distance,
+                                       bidirectional=not self.causal)
+                        if cfg.positional == "t5_relative" else None)  # one table for all layers
         self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.layers = nn.ModuleList(build_block(cfg, rope, cross_attention)
                                     for _ in range(n_layer or cfg.n_layer))
@@ -140,10 +145,12 @@ class Transformer(nn.Module):
         return self.drop(x)
 
     def _score_bias(self, positions: torch.Tensor, n_keys: int) -> torch.Tensor | None:
-        """ALiBi's additive score bias (H, T, n_keys), or None."""
-        if self.alibi is None:
+        """ALiBi's or T5's additive score bias (H, T, n_keys), or None."""
+        if self.alibi is None and self.t5_bias is None:
             return None
         q_pos = positions if positions.dim() == 1 else positions[0]
+        if self.t5_bias is not None:
+            return self.t5_bias(q_pos, torch.arange(n_keys, device=positions.device))
         bias = alibi_bias(self.alibi, q_pos, torch.arange(n_keys, device=positions.device))
         return bias if self.causal else -bias.abs()  # both directions: -slope * |q - k|
 

@@ -17,8 +17,8 @@ from ..errors import ConfigError
 from ..evaluation import text_perplexity
 from ..evaluation.forgetting import compare_perplexity, format_forgetting, general_perplexity
 from ..evaluation.translation import side_by_side, translation_scores
-from ..inference.translate import DecodeConfig, Translator
 from ..inference.quant import load_for_inference
+from ..inference.translate import DecodeConfig, Translator
 from ..modeldir import load_model_dir
 from ..modeldir.directory import load_source_tokenizer, read_config
 from ..tokenizers import eos_token_id

@@ -22,8 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from ..config import from_dict, to_dict
-from ..data.timeseries import (Scaler, make_windows, read_series_csv, rolling_origins,
-                               split_spans, window_starts)
+from ..data.timeseries import (
+    Scaler,
+    make_windows,
+    read_series_csv,
+    rolling_origins,
+    split_spans,
+    window_starts,
+)
 from ..errors import ConfigError
 from ..evaluation.forecasting import forecast_metrics, seasonal_naive
 from ..files.atomic import atomic_write_text
@@ -115,7 +121,7 @@ class ForecastTask(Task):
         eval_batches = (lambda: [(vx[i:i + step], vy[i:i + step]) for i in range(0, len(vx), step)]) \
             if len(vx) else None
         meta = {"path": series.path, "steps": len(series.values), "columns": series.columns,
-                "train_windows": int(len(train)), "val_windows": int(len(val)),
+                "train_windows": len(train), "val_windows": len(val),
                 "spans": {"train": [0, spans.train_end], "val": [spans.train_end, spans.val_end],
                           "test": [spans.val_end, spans.n]}}
         return TaskData(train_batch=batch, tokens_per_batch=tc.batch_size * fc.context,

@@ -17,7 +17,13 @@ from torch import nn
 
 from ..data.timeseries import Scaler
 from ..errors import CheckpointError, ConfigError, DataError
-from ..modeldir.directory import check_weights_fit, load_state, read_config, read_meta, skip_init
+from ..modeldir.directory import (
+    check_weights_fit,
+    load_state,
+    read_config,
+    read_meta,
+    skip_init,
+)
 from ..models import build_model
 from ..models.forecast import FORECAST_ARCHS, ForecastShape
 

@@ -134,10 +134,9 @@ class Trainer:
         self.on_best = on_best
         self.dtype = autocast_dtype(cfg.dtype, self.device)
         apply_activation_checkpointing(model, cfg.activation_checkpointing)
-        self.sharded = self.dist.enabled and cfg.parallel == "fsdp"
-        """FSDP2: parameters sharded across processes; checkpoints are DCP directories."""
+        self.sharded = self.dist.enabled and cfg.parallel == "fsdp"  # (DCP checkpoints)
         self._plain_copy = copy.deepcopy(model).cpu() if self.sharded and self.dist.is_main \
-            and on_save is not None else None  # (rank 0 writes model directories from it)
+            and (on_save or on_best) is not None else None  # (rank 0 writes model dirs from it)
         if self.sharded:
             shard_model(model, self.dtype, cfg.fsdp_cpu_offload)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
@@ -214,12 +213,22 @@ class Trainer:
                             self.state_dict(weights=False),
                             is_main=self.dist.is_main, barrier=lambda: barrier(self.dist),
                             keep=self.cfg.keep_checkpoints)
-        full = full_model_state(self.model)
         self.saved = (self.step, path if self.dist.is_main else None)
+        if self.on_save is not None:
+            self._with_whole_model(self.on_save, self.summary())
+        return self.saved[1]
+
+    def _with_whole_model(self, fn: Callable[[nn.Module, dict], None], summary: dict) -> None:
+        """``fn(model, summary)`` on rank 0 with the whole model: under FSDP every rank joins
+        in gathering the shards into rank 0's plain copy of the model."""
+        if not self.sharded:
+            if self.dist.is_main:
+                fn(self.model, summary)
+            return
+        full = full_model_state(self.model)
         if self._plain_copy is not None:
             self._plain_copy.load_state_dict(full)
-            self.on_save(self._plain_copy, self.summary())
-        return self.saved[1]
+            fn(self._plain_copy, summary)
 
     def resume(self) -> bool:
         """Load the newest checkpoint; False when there is none. A checkpoint that does not fit
@@ -292,7 +301,7 @@ class Trainer:
         if es is None:
             return False
         if es.update(self.step, metrics) and self.on_best is not None:
-            self.on_best(self.model, {**self.summary(), "eval": metrics})
+            self._with_whole_model(self.on_best, {**self.summary(), "eval": metrics})
         return es.should_stop
 
     # -- the loop ----------------------------------------------------------------------------
@@ -350,7 +359,7 @@ class Trainer:
         """Evaluate and write a checkpoint when one is due; True when early stopping says stop."""
         cfg, stop = self.cfg, False
         if (cfg.eval_every and self.step % cfg.eval_every == 0) or last_step or out_of_time:
-            if self.dist.is_main:
+            if self.dist.is_main or self.sharded:  # (a sharded forward needs every rank)
                 metrics = self.evaluate_metrics()
                 stop = metrics is not None and self._after_eval(metrics, log)
             stop = broadcast_flag(stop, self.dist, self.device)

@@ -14,7 +14,7 @@ from lmforge.cli.registry import Command
 from lmforge.errors import DataError
 
 BUILT_IN = ["quickstart", "tokenizer", "train", "generate", "eval", "info", "import", "export",
-            "average", "classify", "embed", "translate", "chat"]
+            "average", "quantize", "classify", "embed", "translate", "chat"]
 
 
 def test_every_command_is_registered_and_in_the_help(capsys):

@@ -4,8 +4,16 @@ no future value reaching a training input or the scaler."""
 import numpy as np
 import pytest
 
-from lmforge.data.timeseries import (Scaler, fill_missing, future_times, make_windows,
-                                     read_series_csv, rolling_origins, split_spans, window_starts)
+from lmforge.data.timeseries import (
+    Scaler,
+    fill_missing,
+    future_times,
+    make_windows,
+    read_series_csv,
+    rolling_origins,
+    split_spans,
+    window_starts,
+)
 from lmforge.errors import DataError
 
 

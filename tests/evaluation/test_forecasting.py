@@ -3,10 +3,21 @@
 import numpy as np
 import pytest
 
-from lmforge.evaluation.forecasting import (arima_forecast, forecast_metrics, mae, mase,
-                                            mase_scale, mean_forecast, per_horizon, plot_forecast,
-                                            rmse, rolling_errors, seasonal_naive, smape,
-                                            stl_arima_forecast)
+from lmforge.evaluation.forecasting import (
+    arima_forecast,
+    forecast_metrics,
+    mae,
+    mase,
+    mase_scale,
+    mean_forecast,
+    per_horizon,
+    plot_forecast,
+    rmse,
+    rolling_errors,
+    seasonal_naive,
+    smape,
+    stl_arima_forecast,
+)
 
 
 def test_metrics_by_hand():

@@ -12,11 +12,20 @@ from torch.nn import functional as F
 from lmforge.cli.generate import generate as cli_generate
 from lmforge.cli.main import main
 from lmforge.inference import GenerationConfig, generate
-from lmforge.inference.quant import (Int4WeightLinear, Int8WeightLinear, dequantize_int4,
-                                     dequantize_int8, load_for_inference, pack_nibbles,
-                                     quantize_int4, quantize_int8, quantize_model, unpack_nibbles)
-from lmforge.models import ModelConfig, build_model
+from lmforge.inference.quant import (
+    Int4WeightLinear,
+    Int8WeightLinear,
+    dequantize_int4,
+    dequantize_int8,
+    load_for_inference,
+    pack_nibbles,
+    quantize_int4,
+    quantize_int8,
+    quantize_model,
+    unpack_nibbles,
+)
 from lmforge.modeldir import load_model_dir, save_model_dir, update_meta
+from lmforge.models import ModelConfig, build_model
 
 BF16_REL = 2 ** -7
 """The kernels take activations in bfloat16 (8 significant bits): measured max |error| /
@@ -156,9 +165,29 @@ def test_generate_quant_and_ignore_eos(model_dir, tmp_path):
     d = tmp_path / "m"
     save_model_dir(d, load_model_dir(model_dir).model, load_model_dir(model_dir).tokenizer)
     update_meta(d, generation={"eos_token_ids": list(range(320))})
-    kw = dict(max_new_tokens=6, temperature=0.0, stream=False, quant="int8")
+    kw = {"max_new_tokens": 6, "temperature": 0.0, "stream": False, "quant": "int8"}
     assert cli_generate(str(d), "the quick", **kw) == [""]
     text = cli_generate(str(d), "the quick", ignore_eos=True, **kw)[0]
     assert text
     ref = cli_generate(str(model_dir), "the quick", **kw)[0]  # no eos recorded: runs to 6
     assert text == ref
+
+
+def test_chat_quant_and_quantised_dir(model_dir, tmp_path):
+    """``lmforge chat --quant int4`` quantises on load; a quantised directory refuses
+    ``--quant`` again (one ConfigError line)."""
+    import io
+
+    from lmforge.cli.chat import chat
+    from lmforge.errors import ConfigError
+
+    session = chat(str(model_dir), quant="int4", max_new_tokens=3, temperature=0.0,
+                   stdin=io.StringIO("the quick\n/exit\n"), stdout=io.StringIO(),
+                   stderr=io.StringIO())
+    assert isinstance(session.model.backbone.layers[0].ff.up_proj, Int4WeightLinear)
+    assert isinstance(session.model.lm_head, Int8WeightLinear)
+    assert len(session.messages) >= 2  # the user's line and the reply
+    out = tmp_path / "q"
+    assert main(["quantize", str(model_dir), "--out", str(out), "--quant", "int8"]) == 0
+    with pytest.raises(ConfigError, match="already quantised"):
+        load_for_inference(out, quant="int8")

@@ -3,19 +3,22 @@ from the blocks against the ``gguf`` package's own dequantisation, the layers ag
 dequantise-then-matmul, and ``lmforge import --keep-quant`` end to end against the float
 import of the same file."""
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 gguf = pytest.importorskip("gguf")
 
-from lmforge.cli.main import main  # noqa: E402
-from lmforge.inference.quant import (Int4WeightLinear, dequantize_int4, load_for_inference,  # noqa: E402
-                                     quantization_info)
-from lmforge.interop.gguf_lowbit import q4_codes, q8_dequantized  # noqa: E402
-from lmforge.modeldir import load_model_dir  # noqa: E402
-from tests.interop.test_gguf import _hf_model, _write_gguf, tokenizer  # noqa: E402,F401
+from lmforge.cli.main import main
+from lmforge.inference.quant import (
+    Int4WeightLinear,
+    dequantize_int4,
+    load_for_inference,
+    quantization_info,
+)
+from lmforge.interop.gguf_lowbit import q4_codes, q8_dequantized
+from lmforge.modeldir import load_model_dir
+from tests.interop.test_gguf import _hf_model, _write_gguf, tokenizer  # noqa: F401
 
 Q = gguf.GGMLQuantizationType
 

@@ -235,12 +235,16 @@ def test_unsupported_options_are_refused(tmp_path):
         config_from_hf({**base, "encoder_ffn_dim": 128})
     with pytest.raises(ConfigError, match=r"activation_function='tanh'.*supported"):
         config_from_hf({**base, "activation_function": "tanh"})
-    # Marian's own SentencePiece tokenizer files without a tokenizer.json
+    # Marian's own SentencePiece tokenizer files without a tokenizer.json are read (parity:
+    # tests/interop/test_tokenizer_parity_spm.py); broken ones are one clear error
     path = tmp_path / "hf"
     _marian().save_pretrained(path)
     for name in ("source.spm", "target.spm", "vocab.json"):
         (path / name).write_bytes(b"")
-    with pytest.raises(TokenizerError, match=r"no tokenizer\.json \(it has Marian's SentencePiece"):
+    with pytest.raises(ConfigError, match=r"vocab\.json cannot be read as JSON"):
+        import_hf(path, tmp_path / "out")
+    (path / "vocab.json").write_text('{"</s>": 0, "<unk>": 1}')
+    with pytest.raises(TokenizerError, match=r"source\.spm cannot be read as a SentencePiece"):
         import_hf(path, tmp_path / "out")
     # a pre-norm lmforge encoder–decoder has no MarianMT equivalent
     cfg = ModelConfig(arch="seq2seq", vocab_size=VOCAB, d_model=32, n_layer=1, n_head=4)

@@ -114,3 +114,22 @@ def test_bad_configs(tmp_path):
     cfg, _ = config(tmp_path, patch_len=40)
     with pytest.raises(ConfigError, match="patch_len"):
         train_task(cfg)
+
+
+def test_resume_is_exact_and_checks_the_forecast_table(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full, _ = config(tmp_path / "a", "lstm_forecaster", steps=8)
+    full.train.checkpoint_every = 4
+    whole = train_task(full)
+    cut, _ = config(tmp_path / "b", "lstm_forecaster", steps=8)
+    cut.train.checkpoint_every = 4
+    train_task(cut, stop_at=4)
+    changed, _ = config(tmp_path / "b", "lstm_forecaster", steps=8, horizon=4)
+    with pytest.raises(ConfigError, match="forecast.horizon differs"):
+        train_task(changed, resume=True)
+    again, _ = config(tmp_path / "b", "lstm_forecaster", steps=8)
+    again.train.checkpoint_every = 4
+    resumed = train_task(again, resume=True)
+    for p, q in zip(whole.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q)

@@ -4,6 +4,7 @@ processes and on one."""
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from lmforge.modeldir import load_model_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -68,3 +71,45 @@ def test_fsdp_checkpoint_resumes_on_two_and_on_one_process(tmp_path, one_process
         assert torch.equal(resumed[k], fsdp_whole[k]), k
     # one process reads the two processes' shards and goes on with the whole batch
     _close(_run(tmp_path / "cut1", "fsdp", resume=True, procs=1), one_process)
+
+
+def test_lmforge_train_on_two_nodes_with_fsdp(tmp_path):
+    """``torchrun --nnodes 2 --rdzv-backend c10d`` twice on one machine (two "nodes" of one
+    process each) runs ``lmforge train`` with FSDP: sharded checkpoints, and rank 0 writes an
+    ordinary model directory that loads and generates."""
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question.\n" * 200, encoding="utf-8")
+    cfg = tmp_path / "fsdp.toml"
+    cfg.write_text(
+        f'out_dir = "{tmp_path / "out"}"\n[data]\npath = "{text}"\n'
+        "[model]\nd_model = 32\nn_layer = 2\nn_head = 2\ncontext_length = 32\n"
+        "[train]\nmax_steps = 6\nbatch_size = 4\neval_every = 0\ncheckpoint_every = 3\n"
+        'progress = false\ndtype = "float32"\nparallel = "fsdp"\n'
+        'activation_checkpointing = "blocks"\n', encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    logs = [open(tmp_path / f"node{rank}.log", "w") for rank in (0, 1)]  # (not pipes: a full
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen(  # pipe buffer would block a node)
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+         "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+         "--rdzv_id", f"lmforge-test-{port}", "-m", "lmforge", "train", str(cfg)],
+        env=env, stdout=logs[rank], stderr=subprocess.STDOUT) for rank in (0, 1)]
+    try:
+        codes = [p.wait(timeout=300) for p in nodes]
+    finally:
+        for p in nodes:
+            p.kill()
+    for rank, code in enumerate(codes):
+        logs[rank].close()
+        assert code == 0, (tmp_path / f"node{rank}.log").read_text()[-3000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.dcp")) == \
+        ["step_0000003.dcp", "step_0000006.dcp"]
+    loaded = load_model_dir(out)
+    assert loaded.model.backbone.layers[1].attn.q_proj.weight.abs().sum() > 0
+    res = subprocess.run([sys.executable, "-m", "lmforge", "generate", str(out), "--prompt",
+                          "to be", "--max-new-tokens", "5", "--greedy"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("to be"), res.stderr

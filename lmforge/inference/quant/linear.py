@@ -132,7 +132,7 @@ class Int8WeightLinear(_WeightOnlyLinear):
         self.register_buffer("scales", scales.detach().to(sdt).contiguous())  # (N,)
 
     @classmethod
-    def from_linear(cls, layer: nn.Linear, use_kernel: bool = True) -> "Int8WeightLinear":
+    def from_linear(cls, layer: nn.Linear, use_kernel: bool = True) -> Int8WeightLinear:
         q, s = quantize_int8(layer.weight)
         return cls(q, s, layer.bias, layer.weight.dtype, use_kernel)
 
@@ -172,7 +172,7 @@ class Int4WeightLinear(_WeightOnlyLinear):
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, group_size: int,
-                    use_kernel: bool = True) -> "Int4WeightLinear":
+                    use_kernel: bool = True) -> Int4WeightLinear:
         check_group_size(layer.in_features, group_size, "a linear layer")
         q, s, z = quantize_int4(layer.weight, group_size)
         return cls(q, s, z, group_size, layer.bias, layer.weight.dtype, use_kernel)

@@ -19,8 +19,15 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError, ConfigError
-from .linear import (Int4WeightLinear, Int8WeightLinear, check_group_size, pack_nibbles,
-                     quantize_int4, quantize_int8, unpack_nibbles)
+from .linear import (
+    Int4WeightLinear,
+    Int8WeightLinear,
+    check_group_size,
+    pack_nibbles,
+    quantize_int4,
+    quantize_int8,
+    unpack_nibbles,
+)
 
 MODES = ("int8", "int4")
 DEFAULT_GROUP_SIZE = 32

@@ -10,21 +10,38 @@ CPU kernel's packed layout is made at load, never stored.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ...errors import ConfigError
-from ...models import build_model
 from ...modeldir import LoadedModel, load_model_dir
-from ...modeldir.directory import (DTYPES, TOKENIZER, WEIGHTS, check_vocab, load_tokenizer_file,
-                                   read_config, read_meta, read_weights, skip_init, verify_weights,
-                                   write_model_dir)
+from ...modeldir.directory import (
+    DTYPES,
+    TOKENIZER,
+    WEIGHTS,
+    check_vocab,
+    load_tokenizer_file,
+    read_config,
+    read_meta,
+    read_weights,
+    skip_init,
+    verify_weights,
+    write_model_dir,
+)
 from ...modeldir.integrity import check_finite
 from ...modeldir.meta import ModelMeta
-from .model import (DEFAULT_GROUP_SIZE, DEFAULT_HEAD, _set, check_quantized, linear_from_tensors,
-                    quantize_model, quantized_tensors)
+from ...models import build_model
+from .model import (
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_HEAD,
+    _set,
+    check_quantized,
+    linear_from_tensors,
+    quantize_model,
+    quantized_tensors,
+)
 
 QUANT_KEY = "quantization"
 """meta.json ``extra`` key recording how a directory was quantised."""

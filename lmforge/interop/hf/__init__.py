@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...models import ModelConfig
-from . import bert, gpt2, llama, marian
+from . import bart, bert, gemma, gpt2, llama, marian, t5
 from .base import Family
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY,
-                                                   marian.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, gemma.FAMILY,
+                                                   bert.FAMILY, marian.FAMILY, t5.FAMILY,
+                                                   bart.FAMILY)}
 MODEL_TYPES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.model_types}
 
 

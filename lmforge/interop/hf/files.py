@@ -1,6 +1,7 @@
 """Reading a Hugging Face model directory: config.json, the weights (one safetensors file,
 sharded safetensors with an index, or pytorch_model.bin) and the tokenizer (tokenizer.json, or
-a GPT-2 style vocab.json + merges.txt turned into a byte-level BPE ``tokenizers`` tokenizer)."""
+a GPT-2 style vocab.json + merges.txt turned into a byte-level BPE ``tokenizers`` tokenizer, or a
+SentencePiece model: Llama's tokenizer.model, T5's spiece.model, Marian's source.spm)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 
 from ...errors import CheckpointError, ConfigError, TokenizerError
 from ...modeldir.meta import Generation
+from ...tokenizers.sentencepiece import (
+    llama_tokenizer,
+    marian_tokenizer,
+    read_spm,
+    t5_tokenizer,
+)
 from .bounds import check_hf_sizes, shard_paths
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -126,10 +133,59 @@ def read_hf_tokenizer(src: Path) -> Tokenizer:
         except Exception as e:
             raise TokenizerError(f"cannot build a BPE tokenizer from {vocab} and {merges} "
                                  f"({e})") from None
+    spm = read_spm_tokenizer(src)
+    if spm is not None:
+        return spm
     raise TokenizerError(
-        f"{src} has no tokenizer.json, and no vocab.json + merges.txt to build one from (a "
-        "SentencePiece tokenizer.model is not read: save the tokenizer with transformers' "
-        "AutoTokenizer.from_pretrained(SRC).save_pretrained(SRC) to get a tokenizer.json)")
+        f"{src} has no tokenizer.json, no vocab.json + merges.txt and no SentencePiece model "
+        "(tokenizer.model, spiece.model, or Marian's source.spm + vocab.json); save the "
+        "tokenizer with transformers' AutoTokenizer.from_pretrained(SRC).save_pretrained(SRC)")
+
+
+def _flag(config: dict, key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    return value if isinstance(value, bool) else default
+
+
+def read_spm_tokenizer(src: Path) -> Tokenizer | None:
+    """A SentencePiece tokenizer as transformers builds it from the same files
+    (lmforge/tokenizers/sentencepiece.py): Marian's source.spm + vocab.json, or a
+    tokenizer.model / spiece.model read as T5Tokenizer (tokenizer_config.json's tokenizer_class
+    names T5, or the file is spiece.model) or LlamaTokenizer. None when there is none."""
+    config = read_json(src / "tokenizer_config.json") if (src / "tokenizer_config.json"
+                                                           ).is_file() else {}
+    named = special_tokens(src)
+    specials = list(named.values())
+    if (src / "source.spm").is_file() and (src / "vocab.json").is_file():
+        vocab = read_json(src / "vocab.json")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
+            raise TokenizerError(f"{src / 'vocab.json'} must map each piece to an integer id")
+        specials += [named.get("unk_token", "<unk>"), named.get("pad_token", "<pad>")]
+        return marian_tokenizer(read_spm(src / "source.spm"), vocab, specials=specials,
+                                eos=named.get("eos_token", "</s>"), where=str(src / "source.spm"))
+    path = next((src / n for n in ("tokenizer.model", "spiece.model") if (src / n).is_file()),
+                None)
+    if path is None:
+        return None
+    model, kind = read_spm(path), str(config.get("tokenizer_class") or "")
+    if "T5" in kind or (not kind and path.name == "spiece.model"):
+        extra = config.get("extra_ids", 100)
+        extra = extra if isinstance(extra, int) and 0 <= extra <= 10_000 else 100
+        return t5_tokenizer(model, extra_ids=extra, specials=specials,
+                            eos=named.get("eos_token", "</s>"))
+    if kind and "Llama" not in kind:
+        raise TokenizerError(f"{src / 'tokenizer_config.json'}: tokenizer_class {kind!r} over "
+                             f"{path.name} is not supported (LlamaTokenizer, T5Tokenizer and "
+                             "Marian are); save a tokenizer.json with transformers")
+    if model.unigram:
+        raise TokenizerError(f"{path} is a Unigram SentencePiece model, which transformers' "
+                             "LlamaTokenizer reads as BPE (different ids); save a "
+                             "tokenizer.json with transformers")
+    bos, eos = named.get("bos_token", "<s>"), named.get("eos_token", "</s>")
+    return llama_tokenizer(model, bos=bos if _flag(config, "add_bos_token", False) else None,
+                           eos=eos if _flag(config, "add_eos_token", False) else None,
+                           specials=specials, legacy=_flag(config, "legacy", False),
+                           add_prefix_space=_flag(config, "add_prefix_space", True))
 
 
 def _ids(value) -> list[int]:

@@ -31,8 +31,8 @@ side reads its own ``embed_tokens`` and the output matrix is ``lm_head``; such a
 imported with an untied output matrix, and with separate encoder and decoder tables
 (``share_embeddings = false``) when they differ.
 
-Tokenizer: a ``tokenizer.json`` whose ids are the model's; Marian's SentencePiece files
-(source.spm, target.spm, vocab.json) are not converted (:func:`read_tokenizer`).
+Tokenizer: a ``tokenizer.json`` whose ids are the model's, or Marian's SentencePiece files
+(source.spm + vocab.json) rebuilt with MarianTokenizer's ids (:func:`read_tokenizer`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,19 @@ from ...errors import CheckpointError, ConfigError, TokenizerError
 from ...modeldir.directory import check_tensors, check_vocab, write_model_dir
 from ...modeldir.meta import ModelMeta, Seq2SeqTokenNames, Source
 from ...models import ModelConfig
-from .base import (ACTIVATIONS, Family, Tensors, cast_tensors, dtype_name, hf_option, need,
-                   own_storage, problems, take, unused_tensors)
+from .base import (
+    ACTIVATIONS,
+    Family,
+    Tensors,
+    cast_tensors,
+    dtype_name,
+    hf_option,
+    need,
+    own_storage,
+    problems,
+    take,
+    unused_tensors,
+)
 from .files import read_hf_config, read_hf_tokenizer, read_hf_weights, special_tokens
 
 NAME = "marian"
@@ -285,17 +296,13 @@ def _fit_checkpoint(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> Model
 
 
 def read_tokenizer(src: Path):
-    """tokenizer.json; Marian's own SentencePiece files are not read (see the error)."""
-    if (src / "tokenizer.json").is_file():
-        return read_hf_tokenizer(src)
-    spm = [n for n in ("source.spm", "target.spm", "vocab.json") if (src / n).is_file()]
-    found = f" (it has Marian's SentencePiece tokenizer: {', '.join(spm)})" if spm else ""
-    raise TokenizerError(
-        f"{src} has no tokenizer.json{found}. lmforge reads a MarianMT tokenizer from a "
-        "Hugging Face tokenizers file, tokenizer.json, whose ids are those of the model's "
-        "vocab.json; Marian's source.spm/target.spm are not converted (that needs the "
-        "sentencepiece package, and transformers has no fast Marian tokenizer to write one). "
-        "Put such a tokenizer.json in the directory and import again")
+    """tokenizer.json, or Marian's SentencePiece files (source.spm + vocab.json) rebuilt with
+    the ids MarianTokenizer gives (lmforge/tokenizers/sentencepiece.py)."""
+    if not (src / "tokenizer.json").is_file() and not (
+            (src / "source.spm").is_file() and (src / "vocab.json").is_file()):
+        raise TokenizerError(f"{src} has no tokenizer.json and no source.spm + vocab.json "
+                             "(Marian's SentencePiece tokenizer); put either in the directory")
+    return read_hf_tokenizer(src)
 
 
 def seq2seq_token_names(tokenizer, hf: dict, where: str) -> dict[str, str]:
