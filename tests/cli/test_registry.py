@@ -14,7 +14,8 @@ from lmforge.cli.registry import Command
 from lmforge.errors import DataError
 
 BUILT_IN = ["quickstart", "tokenizer", "train", "generate", "eval", "info", "import", "export",
-            "average", "quantize", "classify", "embed", "translate", "chat"]
+            "average", "quantize", "classify", "embed", "translate", "chat", "serve", "explain",
+            "attention", "forecast"]
 
 
 def test_every_command_is_registered_and_in_the_help(capsys):

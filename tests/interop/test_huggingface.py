@@ -183,8 +183,8 @@ def test_export_fresh_lmforge_model(tokenizer, tmp_path, name):
 
 
 def test_unsupported_model_type(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "t5", "vocab_size": 10}')
-    with pytest.raises(ConfigError, match="'t5' is not supported; supported: gpt2, llama"):
+    (tmp_path / "config.json").write_text('{"model_type": "gemma2", "vocab_size": 10}')
+    with pytest.raises(ConfigError, match="'gemma2' is not supported; supported: "):
         import_hf(tmp_path, tmp_path / "out")
 
 
@@ -226,11 +226,11 @@ def test_cli(tokenizer, tmp_path, capsys):
     assert main(["export", str(tmp_path / "lm"), "--format", "hf", "--out", str(tmp_path / "x")]) == 0
     assert "LlamaForCausalLM" in capsys.readouterr().out
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "config.json").write_text('{"model_type": "t5"}')
+    (tmp_path / "bad" / "config.json").write_text('{"model_type": "gemma2"}')
     assert main(["import", str(tmp_path / "bad"), "--out", str(tmp_path / "o")]) == 2
     assert main(["import", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "model_type 't5' is not supported" in err and "GGUF" in err
+    assert "model_type 'gemma2' is not supported" in err and "GGUF" in err
 
 
 def test_generation_settings_recorded(tokenizer, tmp_path):
