@@ -143,7 +143,7 @@ def test_config_and_data_errors(tmp_path, data, mlm_dir):
         train_task(cfg(classify__train='""'))
     with pytest.raises(ConfigError, match="max_len .* longer than the model's context"):
         train_task(cfg(classify__max_len=100))
-    with pytest.raises(ConfigError, match="fine-tunes encoders"):
+    with pytest.raises(ConfigError, match="classification trains model.arch = encoder"):
         train_task(cfg(model__arch='"decoder"'))
     bad_dev = write_csv(tmp_path / "bad.csv", [("a good film", "pos"), ("so so", "meh")])
     with pytest.raises(DataError, match=r"bad\.csv: row 3, column 'label': label 'meh'"):
