@@ -8,7 +8,7 @@ import argparse
 import json
 
 from ..errors import ConfigError
-from ..explain.explorer import explore, explore_seq2seq, load_for_explore
+from ..explain.explorer import ablation_grid, explore, explore_seq2seq, load_for_explore
 from ..explain.plots import write_attention_pictures
 from ..files.guard import check_output, replace_directory
 from .arguments import non_empty_str, positive_int
@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="encoder–decoders: the target text (default: the model's "
                    "own greedy translation)")
     p.add_argument("--top-k", type=positive_int, default=5, help="logit-lens tokens kept")
+    p.add_argument("--ablation", action="store_true", help="also switch off each head in turn "
+                   "and draw how the loss changes (ablation.png; two forward passes per head)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> None:
                           f"{model.cfg.arch}: leave --target out")
     else:
         data = explore(model, tokenizer, args.text, top_k=args.top_k)
+    if args.ablation:
+        data["ablation"] = ablation_grid(model, tokenizer, args.text, args.target)
 
     def write(tmp):
         tmp.mkdir(parents=True)
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> None:
     replace_directory(out, write)
     say(f"{data['kind']}: {len(data['tokens'])} tokens, {len(data['attention'])} layers x "
         f"{len(data['attention'][0])} heads -> {out}/index.html (head.png, model_view.png, "
-        "rollout.png" + (", cross.png" if data["kind"] == "seq2seq" else "") + ", explore.json)")
+        "rollout.png" + (", cross.png" if data["kind"] == "seq2seq" else "")
+        + (", ablation.png" if args.ablation else "") + ", explore.json)")
 
 
 COMMANDS = [Command("attention", "attention maps, rollout and logit lens of a text",

@@ -234,3 +234,19 @@ def ablate_head(model, tokenizer, text: str, layer: int, head: int,
             "loss": float(F.cross_entropy(logits[:len(gold)].float(), gold)),
             "loss_ablated": float(F.cross_entropy(ablated[:len(gold)].float(), gold)),
             "prob": float(last[best]), "prob_ablated": float(ablated[-1].softmax(-1)[best])}
+
+
+def ablation_grid(model, tokenizer, text: str, target: str | None = None) -> dict:
+    """Every head switched off in turn (:func:`ablate_head`): the unablated ``loss``, ``prob``
+    and ``token``, and per layer and head how much switching that head off changes them
+    (``delta_loss`` and ``delta_prob``, [layer][head], rounded to 4 decimals). A head whose
+    removal raises the loss most is the one the prediction leans on."""
+    stack = model_parts(model).backbone
+    rows = [[ablate_head(model, tokenizer, text, layer, head, target)
+             for head in range(stack.layers[layer].attn.n_head)]
+            for layer in range(len(stack.layers))]
+    first = rows[0][0]
+    return {"token": first["token"], "loss": round(first["loss"], 4),
+            "prob": round(first["prob"], 4),
+            "delta_loss": [[round(r["loss_ablated"] - r["loss"], 4) for r in row] for row in rows],
+            "delta_prob": [[round(r["prob_ablated"] - r["prob"], 4) for r in row] for row in rows]}

@@ -64,8 +64,24 @@ def write_attention_pictures(out: Path, data: dict, layer: int, head: int) -> li
                                  heads=head, title=f"cross-attention, decoder layer {ld}"),
                   plot_model_view(cross, out / "cross_model_view.png",
                                   "cross-attention: decoder layers x heads")]
+    if "ablation" in data:
+        files.append(plot_ablation(data["ablation"], out / "ablation.png"))
     files.append(_write_page(out / "index.html", data, files, layer, head))
     return files
+
+
+def plot_ablation(ablation: dict, path: Path) -> Path:
+    """Layers x heads: how much the loss rises when that one head is switched off."""
+    delta = np.asarray(ablation["delta_loss"])  # (L, H)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * delta.shape[1], 1.0 + 0.35 * delta.shape[0]))
+    top = float(np.abs(delta).max()) or 1.0
+    im = ax.imshow(delta, cmap="coolwarm", vmin=-top, vmax=top, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"loss change with the head off (loss {ablation['loss']:.3f})", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    return save_figure(fig, path)
 
 
 def _lens_table(data: dict) -> str:

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import LMForgeError
-from ..explain.explorer import explore
+from ..explain.explorer import ablation_grid, explore
 from ..inference.translate import DecodeConfig
 from .metrics import Metrics
 from .openai_routes import generation
@@ -201,9 +201,13 @@ def _add_task_routes(app: FastAPI, models: dict[str, ServedModel], limits: Limit
         if len(m.encode(text)) > min(m.context, 256):
             raise BadRequest("'input' is too long to explore: at most 256 tokens", param="input")
         top_k = get(body, "top_k", int, 5, lo=1, hi=20)
-        return await asyncio.to_thread(_explore, m, text, top_k)
+        ablation = get(body, "ablation", bool, False)
+        return await asyncio.to_thread(_explore, m, text, top_k, ablation)
 
 
-def _explore(m: ServedModel, text: str, top_k: int) -> dict:
+def _explore(m: ServedModel, text: str, top_k: int, ablation: bool = False) -> dict:
     with m.lock:
-        return explore(m.lm.model, m.lm.tokenizer, text, top_k=top_k)
+        data = explore(m.lm.model, m.lm.tokenizer, text, top_k=top_k)
+        if ablation:  # every head switched off in turn: two forward passes per head
+            data["ablation"] = ablation_grid(m.lm.model, m.lm.tokenizer, text)
+        return data

@@ -97,3 +97,23 @@ def test_bad_input_is_one_line_and_exit_2(dirs, tmp_path, capsys):
     _one_error_line(capsys, ["attention", str(dirs["decoder"]), "--text", "ab", "--out",
                              str(tmp_path / "o"), "--head", "7"], "--head 7")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind", ["decoder", "seq2seq"])
+def test_attention_head_ablation(kind, dirs, tmp_path):
+    """``--ablation``: every head switched off in turn; each cell equals ablate_head's answer
+    for that head, and the grid is drawn."""
+    from lmforge.explain.explorer import ablate_head, load_for_explore
+
+    out = tmp_path / "abl"
+    extra = ["--target", "dab"] if kind == "seq2seq" else []
+    assert main(["attention", str(dirs[kind]), "--text", "bad cab", "--out", str(out),
+                 "--ablation"] + extra) == 0
+    assert (out / "ablation.png").read_bytes()[:8] == PNG
+    grid = json.loads((out / "explore.json").read_text())["ablation"]
+    model, tok = load_for_explore(dirs[kind])
+    one = ablate_head(model, tok, "bad cab", 1, 1, "dab" if kind == "seq2seq" else None)
+    assert len(grid["delta_loss"]) == 2 and len(grid["delta_loss"][1]) == 2
+    assert grid["delta_loss"][1][1] == round(one["loss_ablated"] - one["loss"], 4)
+    assert grid["delta_prob"][1][1] == round(one["prob_ablated"] - one["prob"], 4)
+    assert any(v != 0 for row in grid["delta_loss"] for v in row)  # heads matter

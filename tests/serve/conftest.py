@@ -10,6 +10,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from live_server import LiveServer, free_port  # noqa: F401 (the tests' live server)
+
 from lmforge.modeldir import save_model_dir
 from lmforge.models import ModelConfig, build_model
 
@@ -52,35 +54,6 @@ def tiny_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("serve") / "tiny"
     save_model_dir(path, tiny_decoder(tok), tok)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn serving ``app`` on a free loopback port, in a thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = free_port()
-        self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,7 @@ def test_explorer_hover_highlights_attention(page, tmp_path):
         pytest.skip("lmforge.explain.explorer is not there yet")
     page.click("nav button[data-tab='explore']")
     page.fill("#explore-input", "abcd")
+    page.check("#x-ablation")
     page.click("#explore-run")
     page.wait_for_selector(".tok")
     assert page.locator(".tok").count() == 4
@@ -61,4 +62,5 @@ def test_explorer_hover_highlights_attention(page, tmp_path):
                for s in styles)
     assert "focus" in page.get_attribute(".tok[data-i='3']", "class")
     assert page.locator("#explore-lens tr").count() >= 2
+    assert page.locator("#explore-ablation td.abl").count() >= 1  # layers x heads cells
     page.screenshot(path=str(tmp_path / "explorer.png"))

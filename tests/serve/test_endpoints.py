@@ -21,7 +21,7 @@ TEXTS = ["good movie", "terrible plot and bad acting", "fine"]
 @pytest.fixture(scope="module")
 def pair(tiny_dir, tmp_path_factory):
     """An encoder and the tiny decoder, served together (no API key)."""
-    from conftest import LiveServer  # tests/serve/conftest.py: the live-server helper
+    from live_server import LiveServer
 
     from lmforge.serve import create_app, load_all
 
@@ -66,6 +66,10 @@ def test_explore_equals_the_explorer(pair):
     want = explore(lm.model, lm.tokenizer, "hello", top_k=5)
     assert got["tokens"] == want["tokens"] and got["attention"] == want["attention"]
     assert got["logit_lens"] == want["logit_lens"]
+    from lmforge.explain.explorer import ablation_grid
+    got = httpx.post(live.url + "/v1/explore", json={"model": "tiny", "input": "hello",
+                                                     "ablation": True}, timeout=60).json()
+    assert got["ablation"] == ablation_grid(lm.model, lm.tokenizer, "hello")
 
 
 def _smollm2_gguf() -> Path:
@@ -81,7 +85,7 @@ def _smollm2_gguf() -> Path:
 def test_smollm2_concurrent_chat_equals_alone(tmp_path_factory):
     pytest.importorskip("gguf")
     openai = pytest.importorskip("openai")
-    from conftest import LiveServer
+    from live_server import LiveServer
 
     from lmforge.serve import create_app, load_all
 

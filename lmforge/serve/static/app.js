@@ -141,12 +141,13 @@ $("embed-run").addEventListener("click", async () => {
 function fillSelect(id, n) { $(id).innerHTML = Array.from({ length: n }, (_, i) => `<option>${i}</option>`).join(""); }
 $("explore-run").addEventListener("click", async () => {
   try {
-    const d = await post("/v1/explore", { model: model(), input: $("explore-input").value });
+    const d = await post("/v1/explore", { model: model(), input: $("explore-input").value,
+                                           ablation: $("x-ablation").checked });
     state.explore = d;
     fillSelect("x-layer", d.attention.length); fillSelect("x-head", d.attention[0].length);
     $("explore-tokens").innerHTML = d.tokens.map((t, i) => `<span class="tok" data-i="${i}">${esc(t)}</span>`).join("");
     document.querySelectorAll(".tok").forEach((el) => el.addEventListener("mouseenter", () => highlight(+el.dataset.i)));
-    lensTable(d); status("");
+    lensTable(d); ablationTable(d); status("");
   } catch (e) { status(e.message); }
 });
 function highlight(q) {
@@ -166,6 +167,17 @@ function lensTable(d) {
       const c = cands[0] || { token: "", prob: 0 };
       return `<td title="${esc(cands.map((x) => x.token + " " + x.prob.toFixed(3)).join(", "))}">${esc(c.token)} <small>${c.prob.toFixed(2)}</small></td>`;
     }).join("") + "</tr>").join("");
+}
+
+function ablationTable(d) {
+  const a = d.ablation;
+  if (!a) { $("explore-ablation").innerHTML = ""; return; }
+  const top = Math.max(1e-9, ...a.delta_loss.flat().map(Math.abs));
+  $("explore-ablation").innerHTML = `<caption>loss change with one head off (loss ${a.loss.toFixed(3)})</caption>` +
+    "<tr><th>layer</th>" + a.delta_loss[0].map((_, h) => `<th>head ${h}</th>`).join("") + "</tr>" +
+    a.delta_loss.map((row, l) => `<tr><td>${l}</td>` + row.map((v) =>
+      `<td class="abl" style="background: rgba(${v > 0 ? "220,60,60" : "60,90,220"}, ${(Math.abs(v) / top).toFixed(3)})">${v.toFixed(3)}</td>`
+    ).join("") + "</tr>").join("");
 }
 
 // --- tabs -----------------------------------------------------------------------------
