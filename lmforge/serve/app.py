@@ -200,9 +200,8 @@ def _add_task_routes(app: FastAPI, models: dict[str, ServedModel], limits: Limit
             raise BadRequest("'input' must be a non-empty string", param="input")
         if len(m.encode(text)) > min(m.context, 256):
             raise BadRequest("'input' is too long to explore: at most 256 tokens", param="input")
-        top_k = get(body, "top_k", int, 5, lo=1, hi=20)
-        ablation = get(body, "ablation", bool, False)
-        return await asyncio.to_thread(_explore, m, text, top_k, ablation)
+        return await asyncio.to_thread(_explore, m, text, get(body, "top_k", int, 5, lo=1, hi=20),
+                                       get(body, "ablation", bool, False))
 
 
 def _explore(m: ServedModel, text: str, top_k: int, ablation: bool = False) -> dict:

@@ -1,7 +1,8 @@
 """Reading a Hugging Face model directory: config.json, the weights (one safetensors file,
 sharded safetensors with an index, or pytorch_model.bin) and the tokenizer (tokenizer.json, or
 a GPT-2 style vocab.json + merges.txt turned into a byte-level BPE ``tokenizers`` tokenizer, or a
-SentencePiece model: Llama's tokenizer.model, T5's spiece.model, Marian's source.spm)."""
+SentencePiece model: Llama's tokenizer.model, T5's spiece.model, Marian's source.spm, or BERT's
+WordPiece vocab.txt)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 
 from ...errors import CheckpointError, ConfigError, TokenizerError
 from ...modeldir.meta import Generation
+from ...tokenizers.wordpiece import read_vocab_txt, wordpiece_tokenizer
 from ...tokenizers.sentencepiece import (
     llama_tokenizer,
     marian_tokenizer,
@@ -27,7 +29,8 @@ from .bounds import check_hf_sizes, shard_paths
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "cls_token", "sep_token",
+                "mask_token")
 BYTE_ALPHABET = frozenset(pre_tokenizers.ByteLevel.alphabet())
 """The 256 characters byte-level BPE spells bytes with."""
 
@@ -136,10 +139,30 @@ def read_hf_tokenizer(src: Path) -> Tokenizer:
     spm = read_spm_tokenizer(src)
     if spm is not None:
         return spm
+    if (src / "vocab.txt").is_file():
+        return read_wordpiece(src)
     raise TokenizerError(
-        f"{src} has no tokenizer.json, no vocab.json + merges.txt and no SentencePiece model "
-        "(tokenizer.model, spiece.model, or Marian's source.spm + vocab.json); save the "
+        f"{src} has no tokenizer.json, no vocab.json + merges.txt, no SentencePiece model "
+        "(tokenizer.model, spiece.model, or Marian's source.spm + vocab.json) and no vocab.txt "
+        "(WordPiece); save the "
         "tokenizer with transformers' AutoTokenizer.from_pretrained(SRC).save_pretrained(SRC)")
+
+
+def read_wordpiece(src: Path) -> Tokenizer:
+    """BERT's ``vocab.txt`` with tokenizer_config.json's ``do_lower_case`` (default true),
+    ``strip_accents`` and ``tokenize_chinese_chars``, as BertTokenizerFast reads them."""
+    config = read_json(src / "tokenizer_config.json") if (src / "tokenizer_config.json"
+                                                           ).is_file() else {}
+    named = special_tokens(src)
+    accents = config.get("strip_accents")
+    return wordpiece_tokenizer(
+        read_vocab_txt(src / "vocab.txt"), lowercase=_flag(config, "do_lower_case", True),
+        strip_accents=accents if isinstance(accents, bool) else None,
+        chinese_chars=_flag(config, "tokenize_chinese_chars", True),
+        unk=named.get("unk_token", "[UNK]"), cls=named.get("cls_token", "[CLS]"),
+        sep=named.get("sep_token", "[SEP]"),
+        specials=[named.get("pad_token", "[PAD]"), named.get("mask_token", "[MASK]"),
+                  *named.values()])
 
 
 def _flag(config: dict, key: str, default: bool) -> bool:
