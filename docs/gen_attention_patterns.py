@@ -6,7 +6,9 @@ which keys (columns) each query (rows) may attend to, encoder and decoder side b
 Pattern backends (longformer, bigbird, sparse_strided, sparse_fixed, sliding_window, full) are
 drawn from :func:`lmforge.blocks.attention_sparse.pattern_mask`. Backends without a fixed
 pattern (lsh, performer, linformer), when registered, are drawn as the attention weights they
-give one random input (mean over heads); those not registered are skipped.
+give one random input (mean over heads). They return no weight matrix, but their output is
+linear in the values, out = A v, so the values are set to the identity matrix and the output
+*is* A: the exact weights each query gives each key (an approximation's implied weights).
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ PATTERNS = {  # name -> (attention_options table, caption)
     "sparse_strided": ({"stride": 8}, "sparse_strided: stride 8"),
     "sparse_fixed": ({"block_size": 8, "summary": 2}, "sparse_fixed: block 8, summary 2"),
 }
-LEARNED = {"lsh": {}, "performer": {}, "linformer": {}}
+LEARNED = {"lsh": {"n_buckets": 8, "chunk_length": 8}, "performer": {"num_features": 64},
+           "linformer": {"projected_length": 16}}
 
 
 def draw(name: str, pictures: list[tuple[str, torch.Tensor]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(pictures), figsize=(3.2 * len(pictures), 3.4))
     for ax, (title, m) in zip(axes if len(pictures) > 1 else [axes], pictures):
-        ax.imshow(m.float().numpy(), cmap="Blues", interpolation="nearest", vmin=0)
+        ax.imshow(m.detach().float().numpy(), cmap="Blues", interpolation="nearest", vmin=0)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("key")
         ax.set_ylabel("query")
@@ -73,16 +76,21 @@ def pattern_pictures(key: str, table: dict, T: int):
 def weight_pictures(name: str, T: int):
     """The weights backend ``name`` gives a random input (mean over 4 heads)."""
     entry = ATTENTION_BACKENDS[name]
-    if not entry.returns_weights:
-        return None
     settings = backend_settings(name, LEARNED[name]) if entry.settings else None
     state = entry.make_state(settings, 4, 16, T) if entry.make_state else None
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, T, 16, generator=g) for _ in range(3))
     out = []
+    eye = torch.eye(T).expand(1, 4, T, T)  # values = the identity: out = A (in slices of
+    # the head width, since some backends need values as wide as the keys)
     for causal in ((False, True) if entry.causal else (False,)):
-        _, w = attention_forward(name, q, k, v, is_causal=causal, need_weights=True,
-                                 options=AttentionOptions(settings=settings, state=state))
+        opts = AttentionOptions(settings=settings, state=state)
+        if entry.returns_weights:
+            _, w = attention_forward(name, q, k, v, is_causal=causal, need_weights=True,
+                                     options=opts)
+        else:
+            w = torch.cat([attention_forward(name, q, k, eye[..., c:c + 16], is_causal=causal,
+                                             options=opts)[0] for c in range(0, T, 16)], -1)
         out.append(("decoder" if causal else "encoder", w[0].mean(0)))
     return out
 
