@@ -4,12 +4,19 @@ plain PyTorch loop over transformers' GPT2LMHeadModel of the same shape, in the 
 Shape (issue #2): 6 layers, 6 heads, d_model 384, context 256, character vocabulary (65),
 batch 12. Both models: fp32, dropout 0, AdamW(lr 1e-3, wd 0.1), grad clip 1.0.
 
-    python bench/train_throughput.py [--steps 20] [--compile]
+    python bench/train_throughput.py [--steps 20] [--compile] [--nanogpt PATH/model.py]
+
+``--nanogpt``: nanoGPT's ``model.py`` (https://github.com/karpathy/nanoGPT, fetched into a
+scratch directory, never vendored), timed as a third peer with its own optimiser set-up
+(``configure_optimizers``), with and without ``torch.compile`` when ``--compile`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import sys
 from pathlib import Path
 
@@ -63,6 +70,23 @@ def hf():
     return model, opt, loss_fn
 
 
+def nanogpt(path: str, compile_: bool = False):
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    cfg = mod.GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=H, n_embd=C, dropout=0.0,
+                        bias=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # (it prints parameter counts)
+        model = mod.GPT(cfg).train()
+        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+    fwd = torch.compile(model) if compile_ else model
+
+    def loss_fn(x, y):
+        return fwd(x, y)[1]
+    return model, opt, loss_fn
+
+
 def step_fn(model, opt, loss_fn, x, y):
     def step():
         loss = loss_fn(x, y)
@@ -78,6 +102,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time lmforge with torch.compile")
+    ap.add_argument("--nanogpt", help="nanoGPT's model.py, timed as a peer")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, V, (B, T), generator=g)
@@ -87,6 +112,10 @@ def main() -> None:
                 ("lmforge, bf16 autocast (train.dtype=auto here)", bf16(ours))]
     if args.compile:
         variants.append(("lmforge + torch.compile", lambda: ours(True)))
+    if args.nanogpt:
+        variants.append(("nanoGPT model.py, fp32", lambda: nanogpt(args.nanogpt)))
+        if args.compile:
+            variants.append(("nanoGPT + torch.compile", lambda: nanogpt(args.nanogpt, True)))
     # interleave the measurements so that machine noise hits both alike
     results = {name: [] for name, _ in variants}
     built = {name: make() for name, make in variants}
