@@ -34,6 +34,7 @@ from tokenizers import (
 )
 
 from ..errors import TokenizerError
+from ..tokenizers.sentencepiece import spm_merges
 from .hf.files import BYTE_ALPHABET, byte_level_bpe
 
 CONTROL, USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values
@@ -131,20 +132,6 @@ def _bpe_gguf(meta: dict[str, Any]) -> Tokenizer:
     bpe = models.BPE({t: i for i, t in enumerate(tokens)}, merges,
                      ignore_merges=kind in IGNORE_MERGES)
     return byte_level_bpe(bpe, [], splits)
-
-
-def spm_merges(tokens: list[str], scores: list[float]) -> list[tuple[str, str]]:
-    """BPE merges recovered from a SentencePiece vocabulary: every split of a token into two
-    tokens, best score first (ties: shorter left piece, then shorter right piece, then file
-    order), exactly as transformers' ``generate_merges`` orders them."""
-    vocab = {t: i for i, t in enumerate(tokens)}
-    found = []
-    for piece, score in dict(zip(tokens, scores)).items():
-        local = [(piece[:k], piece[k:], score) for k in range(1, len(piece))
-                 if piece[:k] in vocab and piece[k:] in vocab]
-        found.extend(sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]])))
-    found.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
-    return [(a, b) for a, b, _ in found]
 
 
 def _spm_gguf(meta: dict[str, Any]) -> Tokenizer:
