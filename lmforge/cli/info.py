@@ -9,7 +9,9 @@ import time
 
 from ..config import to_dict
 from ..inference import generation_settings
-from ..modeldir import ModelMeta, Source, load_model_dir, meta_to_dict
+from ..inference.quant import load_for_inference
+from ..inference.quant.storage import quantization_info
+from ..modeldir import ModelMeta, Source, meta_to_dict
 from ..modeldir.directory import verify_weights
 from .output import say, write_json
 from .registry import Command
@@ -22,12 +24,14 @@ def info(model_dir: str, verify: bool = False) -> dict:
     t0 = time.perf_counter()
     recorded = verify_weights(model_dir) if verify else None
     verify_s = time.perf_counter() - t0
-    lm = load_model_dir(model_dir)
+    lm = load_for_inference(model_dir)  # (a quantised directory too)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     source = lm.meta.imported_source()
     gen = generation_settings(lm.meta, lm.tokenizer)
     weight_bytes = sum(p.numel() * p.element_size() for p in
                        {id(p): p for p in lm.model.parameters()}.values())
+    if quantization_info(model_dir) is not None:  # low-bit codes and scales are buffers
+        weight_bytes += sum(b.numel() * b.element_size() for b in lm.model.buffers())
     cfg = to_dict(lm.config)
     n = lm.model.num_params()
     tok = lm.tokenizer

@@ -142,6 +142,7 @@ def test_quantize_cli_round_trip(model_dir, tmp_path, mode):
     assert (out / "model.safetensors").stat().st_size < \
         (model_dir / "model.safetensors").stat().st_size
     assert main(["quantize", str(model_dir), "--out", str(out), "--quant", mode]) == 2  # not empty
+    assert main(["info", str(out)]) == 0  # info reads a quantised directory
     bf = load_for_inference(out, dtype="bfloat16")
     assert bf.model(x).dtype == torch.bfloat16
 
