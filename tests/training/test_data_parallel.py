@@ -20,18 +20,24 @@ ROOT = HERE.parents[1]
 pytestmark = pytest.mark.slow
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(out: Path, parallel: str, steps: int = 4, stop: int = 0, resume: bool = False,
-         procs: int = 2, port: int = 29531) -> dict:
+         procs: int = 2) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     worker = [str(HERE / "parallel_worker.py"), str(out), parallel, str(steps), str(stop),
               "1" if resume else "0"]
     if procs > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-               "--master_port", str(port), *worker]
+               "--master_port", str(_free_port()), *worker]
     else:
         env = {k: v for k, v in env.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
         cmd = [sys.executable, *worker]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return load_file(str(out / "final.safetensors"))
 
@@ -50,23 +56,23 @@ def one_process(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fsdp_whole(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
-    weights = _run(out, "fsdp", port=29533)
+    weights = _run(out, "fsdp")
     assert [p.name for p in sorted((out / "checkpoints").glob("*.dcp"))] == \
         ["step_0000002.dcp", "step_0000004.dcp"]  # sharded checkpoints, the newest two
     return weights
 
 
 def test_ddp_and_fsdp_equal_one_process(tmp_path, one_process, fsdp_whole):
-    _close(_run(tmp_path / "ddp", "ddp", port=29532), one_process)
+    _close(_run(tmp_path / "ddp", "ddp"), one_process)
     _close(fsdp_whole, one_process)
 
 
 def test_fsdp_checkpoint_resumes_on_two_and_on_one_process(tmp_path, one_process, fsdp_whole):
     cut = tmp_path / "cut"
-    _run(cut, "fsdp", stop=2, port=29534)  # killed after step 2
+    _run(cut, "fsdp", stop=2)  # killed after step 2
     assert [p.name for p in (cut / "checkpoints").glob("*.dcp")] == ["step_0000002.dcp"]
     shutil.copytree(cut, tmp_path / "cut1")
-    resumed = _run(cut, "fsdp", resume=True, port=29535)
+    resumed = _run(cut, "fsdp", resume=True)
     for k in fsdp_whole:  # the same processes, the same shards: exactly
         assert torch.equal(resumed[k], fsdp_whole[k]), k
     # one process reads the two processes' shards and goes on with the whole batch
@@ -88,9 +94,7 @@ def test_lmforge_train_on_two_nodes_with_fsdp(tmp_path):
         'activation_checkpointing = "blocks"\n', encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     logs = [open(tmp_path / f"node{rank}.log", "w") for rank in (0, 1)]  # (not pipes: a full
-    with socket.socket() as s:  # a free port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()  # for the rendezvous
     nodes = [subprocess.Popen(  # pipe buffer would block a node)
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
          "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
