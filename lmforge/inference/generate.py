@@ -199,11 +199,7 @@ def _generate_cached(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     history = idx  # (B, T + step): every token so far, for the repetition penalty
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)
     for step in range(cfg.max_new_tokens):
-        logits = penalize_repetition(logits, history, cfg.repetition_penalty)
-        nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
-        if eos:
-            nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
-            done |= torch.isin(nxt, eos_t)
+        nxt = _next_tokens(logits, history, cfg, gen, eos, eos_t, done)  # (B,)
         yield nxt
         if step == cfg.max_new_tokens - 1 or bool(done.all()):
             return  # the last token is not fed back
@@ -238,6 +234,18 @@ def _feed_xl(model: nn.Module, memory, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _next_tokens(logits, history, cfg, gen, eos: list[int], eos_t: torch.Tensor,
+                 done: torch.Tensor) -> torch.Tensor:
+    """The next token of each row (B,): repetition penalty, sampling, and rows that have ended
+    (``done``, updated in place) kept at EOS."""
+    logits = penalize_repetition(logits, history, cfg.repetition_penalty)
+    nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
+    if eos:
+        nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
+        done |= torch.isin(nxt, eos_t)
+    return nxt
+
+
 def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
                 eos_id: EosIds = None, cache: PrefixCache | None = None) -> Iterator[torch.Tensor]:
     """:func:`generate_tokens` for a Transformer-XL model: the prompt (any length) is read in
@@ -258,11 +266,7 @@ def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     history = idx
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)
     for step in range(cfg.max_new_tokens):
-        logits = penalize_repetition(logits, history, cfg.repetition_penalty)
-        nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
-        if eos:
-            nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
-            done |= torch.isin(nxt, eos_t)
+        nxt = _next_tokens(logits, history, cfg, gen, eos, eos_t, done)  # (B,)
         yield nxt
         if step == cfg.max_new_tokens - 1 or bool(done.all()):
             return  # the last token is not fed back

@@ -21,7 +21,7 @@ import torch
 from tokenizers import processors
 
 from ..config import to_dict
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..files.atomic import atomic_write, atomic_write_text
 from ..files.safetensors import save_safetensors
 from ..modeldir.directory import (
@@ -38,7 +38,7 @@ from ..models import ModelConfig
 from ..tokenizers import eos_token_id
 from ..tokenizers.special import require_tokens
 from .hf import family_for_config, family_for_model_type
-from .hf.base import cast_tensors, dtype_name, own_storage, unused_tensors
+from .hf.base import converted_tensors, dtype_name, own_storage
 from .hf.files import (
     generation_settings,
     read_hf_config,
@@ -61,17 +61,7 @@ def write_imported(hf: dict, weights: dict[str, torch.Tensor], tokenizer, out_di
     family = family_for_model_type(hf.get("model_type"), where)
     cfg = family.config_from_hf(hf)
     check_vocab(tokenizer, cfg, where)
-    tensors = family.state_from_hf(weights, cfg)
-    unused = unused_tensors(weights, family.state_to_hf(tensors, cfg), family, cfg)
-    if unused:
-        more = ", ..." if len(unused) > 5 else ""
-        raise CheckpointError(f"{where}: the checkpoint has tensors a plain {family.architecture} "
-                              f"does not have ({', '.join(unused[:5])}{more}); this variant is "
-                              "not supported")
-    if cfg.tie_embeddings:
-        tensors.pop("lm_head.weight", None)
-    check_tensors(cfg, tensors, where)
-    tensors = own_storage(cast_tensors(tensors, dtype))
+    tensors = converted_tensors(family, weights, cfg, where, dtype)
     source = replace(source, kind="imported", family=family.name, config=hf,
                      model_type=hf.get("model_type"), dtype=dtype_name(tensors))
     if generation is not None and generation.eos_token_ids is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ...errors import CheckpointError, ConfigError
-from ...modeldir.directory import DTYPES
+from ...modeldir.directory import DTYPES, check_tensors
 from ...models import ModelConfig
 
 Tensors = dict[str, torch.Tensor]
@@ -146,6 +146,24 @@ def cast_tensors(tensors: Tensors, dtype: str | None) -> Tensors:
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     return {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def converted_tensors(family: Family, weights: Mapping[str, torch.Tensor], cfg: ModelConfig,
+                      where: str, dtype: str | None) -> Tensors:
+    """``weights`` (a Hugging Face checkpoint) as lmforge tensors of ``cfg``: refused when the
+    checkpoint has tensors the family does not model, the tied head dropped, shapes checked,
+    cast to ``dtype``, each tensor with storage of its own."""
+    tensors = family.state_from_hf(weights, cfg)
+    unused = unused_tensors(weights, family.state_to_hf(tensors, cfg), family, cfg)
+    if unused:
+        more = ", ..." if len(unused) > 5 else ""
+        raise CheckpointError(f"{where}: the checkpoint has tensors a plain {family.architecture} "
+                              f"does not have ({', '.join(unused[:5])}{more}); this variant is "
+                              "not supported")
+    if cfg.tie_embeddings:
+        tensors.pop("lm_head.weight", None)
+    check_tensors(cfg, tensors, where)
+    return own_storage(cast_tensors(tensors, dtype))
 
 
 def dtype_name(tensors: Mapping[str, torch.Tensor]) -> str:

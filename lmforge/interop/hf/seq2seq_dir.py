@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ...errors import CheckpointError
-from ...modeldir.directory import check_tensors, check_vocab, write_model_dir
+from ...modeldir.directory import check_vocab, write_model_dir
 from ...modeldir.meta import ModelMeta, Seq2SeqTokenNames, Source
 from ...models import ModelConfig
-from .base import Family, cast_tensors, dtype_name, own_storage, unused_tensors
+from .base import Family, converted_tensors, dtype_name
 from .files import read_hf_config, read_hf_tokenizer, read_hf_weights, special_tokens
 from .marian import seq2seq_token_names
 
@@ -37,17 +36,7 @@ def import_seq2seq_dir(src: Path, out: Path, dtype: str | None, family: Family,
     tokens = seq2seq_token_names(tokenizer, ids, str(src / "config.json"))
     weights = dict(read_hf_weights(src))
     cfg = fit(weights, cfg, hf)
-    tensors = family.state_from_hf(weights, cfg)
-    unused = unused_tensors(weights, family.state_to_hf(tensors, cfg), family, cfg)
-    if unused:
-        more = ", ..." if len(unused) > 5 else ""
-        raise CheckpointError(f"{where}: the checkpoint has tensors a plain {family.architecture} "
-                              f"does not have ({', '.join(unused[:5])}{more}); this variant is "
-                              "not supported")
-    if cfg.tie_embeddings:
-        tensors.pop("lm_head.weight", None)
-    check_tensors(cfg, tensors, where)
-    tensors = own_storage(cast_tensors(tensors, dtype))
+    tensors = converted_tensors(family, weights, cfg, where, dtype)
     source = Source(kind="imported", format="huggingface", path=str(src.resolve()),
                     special_tokens=special_tokens(src), family=family.name,
                     model_type=hf.get("model_type"), dtype=dtype_name(tensors), config=hf)
