@@ -4,6 +4,7 @@ with ratios against ``fused`` (torch's scaled_dot_product_attention) and a log-l
 
     python bench/attention_cost.py [--lengths 512,1024,2048,4096,8192,16384] [--causal]
         [--backends lsh,performer,...] [--budget-mb 4096] [--time-limit 120] [--device cpu]
+        [--window 256] [--repeats 3] [--threads 1]
 
 Each (backend, length) runs in a fresh subprocess, so its memory is its own:
 
@@ -79,6 +80,8 @@ def median_time(fn, repeats: int) -> float:
 def run_case(backend: str, length: int, args) -> dict:
     """One (backend, length) in this process: times and the peak memory of the run."""
     torch.manual_seed(0)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     options = AttentionOptions(window=args.window if backend == "sliding_window" else 0,
                                settings=backend_settings(backend, None))
@@ -204,6 +207,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--window", type=int, default=256, help="sliding_window's window")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--budget-mb", type=float, default=4096)
     ap.add_argument("--time-limit", type=float, default=120, help="seconds per case")
     ap.add_argument("--out", default="", help="output stem (default bench/results/...)")

@@ -6,6 +6,11 @@ batch 12. Both models: fp32, dropout 0, AdamW(lr 1e-3, wd 0.1), grad clip 1.0.
 
     python bench/train_throughput.py [--steps 20] [--compile] [--nanogpt PATH/model.py]
 
+The two "ceiling" rows are the physical limit: the step's FLOPs (nanoGPT's 6N + 12LCT per
+token) at the rate of this machine's best matrix product of the model's shape. No
+implementation in that precision can beat them; their ratio to the peer is the most any
+implementation can gain over it.
+
 ``--nanogpt``: nanoGPT's ``model.py`` (https://github.com/karpathy/nanoGPT, fetched into a
 scratch directory, never vendored), timed as a third peer with its own optimiser set-up
 (``configure_optimizers``), with and without ``torch.compile`` when ``--compile`` is given.
@@ -97,6 +102,23 @@ def step_fn(model, opt, loss_fn, x, y):
     return step
 
 
+def flops_per_step() -> float:
+    """Training FLOPs of one step (nanoGPT's estimate: 6 per parameter per token for the
+    matrix products, plus attention's 12 * layers * width * context per token)."""
+    n = 12 * L * C * C + V * C  # blocks' matrices + the (tied) output projection
+    return B * T * (6 * n + 12 * L * C * T)
+
+
+def gemm_ceiling(dtype=torch.float32) -> float:
+    """FLOP/s of this machine's best matrix product at the model's shapes (the (B*T, C) x
+    (C, 4C) feed-forward product, best of 5): the physical limit a training step can reach."""
+    a = torch.randn(B * T, C, dtype=dtype)
+    w = torch.randn(C, 4 * C, dtype=dtype)
+    s = timeit(lambda: a @ w, 3, 20)
+    s = min([s] + [timeit(lambda: a @ w, 1, 20) for _ in range(4)])
+    return 2 * B * T * C * 4 * C / s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
@@ -131,6 +153,15 @@ def main() -> None:
         same = peer_bf16 if "bf16" in name else peer  # like for like: same precision
         rows.append([name, f"{s * 1000:.0f} ms", f"{B * T / s:,.0f}", f"{peer / s:.2f}x",
                      f"{same / s:.2f}x"])
+    for name, dtype, same in (("ceiling: every FLOP at the best fp32 GEMM rate", torch.float32,
+                                peer),
+                               ("ceiling: every FLOP at the best bf16 GEMM rate", torch.bfloat16,
+                                peer_bf16)):
+        rate = gemm_ceiling(dtype)
+        s = flops_per_step() / rate
+        rows.append([name, f"{s * 1000:.0f} ms", f"{B * T / s:,.0f}", f"{peer / s:.2f}x",
+                     f"{same / s:.2f}x"])
+        print(f"{dtype}: GEMM {rate / 1e9:.0f} GFLOP/s; {flops_per_step() / 1e9:.1f} GFLOP a step")
     print(f"training step, {L} layers x {C} wide, {H} heads, context {T}, batch {B}, vocab {V}")
     print(machine())
     print(table(["model", "step time", "tokens/s", "vs fp32 peer", "vs same-precision peer"],

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..config import from_dict
 from ..errors import ConfigError
+from .attention_blocked import banded_attention, blocked_pays, key_padding
 
 AttentionFn = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -96,6 +97,10 @@ class AttentionBackend:
     make_state: Callable[..., Any] | None = None
     """``make_state(settings, n_head, head_dim, context_length)`` -> an ``nn.Module`` holding
     the backend's per-layer parameters/buffers (or None); see :attr:`AttentionOptions.state`."""
+    own_mask: bool = False
+    """Builds the causal and window part of the mask itself (from ``options.causal``,
+    ``window``, ``q_offset``; :func:`prepare_mask` does it): it gets only the caller's mask
+    (padding), so a banded backend never materialises a (Tq, Tk) mask."""
 
 
 ATTENTION_BACKENDS: dict[str, AttentionBackend] = {}
@@ -105,12 +110,13 @@ ATTENTION_BACKENDS: dict[str, AttentionBackend] = {}
 def register_attention(name: str, *, native_gqa: bool = False, native_causal: bool = False,
                        returns_weights: bool = False, causal: bool = True,
                        settings: type | None = None, make_state: Callable[..., Any] | None = None,
-                       ) -> Callable[[AttentionFn], AttentionFn]:
+                       own_mask: bool = False) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator: register ``fn`` as attention backend ``name`` (replacing one of that name).
     See :class:`AttentionBackend` for what each keyword declares."""
     def add(fn: AttentionFn) -> AttentionFn:
         ATTENTION_BACKENDS[name] = AttentionBackend(name, fn, native_gqa, native_causal,
-                                                    returns_weights, causal, settings, make_state)
+                                                    returns_weights, causal, settings, make_state,
+                                                    own_mask)
         return fn
     return add
 
@@ -199,13 +205,15 @@ def attention_forward(
     if need_weights and not entry.returns_weights:
         entry = ATTENTION_BACKENDS["explicit"]
     Tq, Tk = q.shape[-2], k.shape[-2]
-    if entry.settings is not None or entry.make_state is not None:  # structured backends
+    if entry.settings is not None or entry.make_state is not None or entry.own_mask:
         padding = mask[:, 0, 0, :] if mask is not None and mask.dim() == 4 \
             and mask.shape[1] == mask.shape[2] == 1 else None  # (B, Tk)
         options = replace(options, causal=is_causal, padding=padding)
     if (entry.native_causal and is_causal and mask is None and bias is None and Tq == Tk
             and Tq > 1 and options.window == 0 and options.q_offset in (None, 0)):
         options = replace(options, is_causal=True)  # flash kernels: causal without a mask
+    elif entry.own_mask:  # the padding only; the backend adds the causal part and window
+        mask = prepare_mask(Tq, Tk, mask, False, replace(options, window=0), q.device)
     else:
         mask = prepare_mask(Tq, Tk, mask, is_causal, options, q.device)
     out, weights = call_backend(entry, q, k, v, mask=mask, bias=bias, dropout_p=dropout_p,
@@ -290,16 +298,24 @@ def auto_attention(q, k, v, *, mask, bias, dropout_p, need_weights, options):
                         dropout_p=dropout_p, need_weights=need_weights, options=options)
 
 
-@register_attention("sliding_window", native_gqa=True)
+@register_attention("sliding_window", native_gqa=True, own_mask=True)
 def sliding_window_attention(q, k, v, *, mask, bias, dropout_p, need_weights, options):
     """Mistral's sliding window: each query sees the last ``options.window`` positions (itself
-    included). The window is already in ``mask``; this backend also drops the keys no query
-    can see (decoding past the window attends over ``window`` keys, not the whole cache) and
-    runs torch's fused kernel on the rest."""
+    included). Registered ``own_mask``: ``mask`` is the padding only, the window is added here;
+    on the dense path this backend also drops the keys no query can see (decoding past the window attends over ``window`` keys, not the whole cache) and
+    runs torch's fused kernel on the rest. A long sequence without bias or KV cache
+    (T >= 4 windows) is computed blocked instead, in O(T x window): :mod:`.attention_blocked`."""
     if options.window <= 0:
         raise ConfigError("attention = 'sliding_window' needs a window: set "
                           "model.attention_window > 0")
     Tq, Tk = q.shape[-2], k.shape[-2]
+    usable, padding = key_padding(mask)
+    if (usable and bias is None and Tq == Tk and options.query_offset(Tq, Tk) == 0
+            and blocked_pays(Tk, options.window)):
+        k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])  # (B, H, T, D)
+        return banded_attention(q, k, v, before=options.window - 1, after=0, padding=padding,
+                                dropout_p=dropout_p), None
+    mask = prepare_mask(Tq, Tk, mask, True, options, q.device)  # the reference: dense mask
     start = max(0, options.query_offset(Tq, Tk) - options.window + 1)  # first visible key
     if start > 0:
         k, v = k[:, :, start:], v[:, :, start:]  # (B, Hkv, Tk - start, D)

@@ -7,7 +7,10 @@ exact softmax over the keys the pattern allows AND the prepared mask allows (pad
 At full length and without weights or a bias, the banded/block patterns run *gathered*: the
 queries in blocks of ``bs``, each block against only the keys its pattern can reach (window,
 globals, random or summary blocks), so memory and compute grow like T x (keys per block), not
-T x T. Global query rows (they see everything) are computed densely on their own.
+T x T; ``longformer`` without dilation runs its window blocked (:mod:`.attention_blocked`).
+Global query rows (they see everything) are computed densely on their own. The backends are
+registered ``own_mask``: they get only the padding mask and add the causal part pair by pair,
+so a decoder never builds a (T, T) mask.
 :func:`pattern_mask` draws a pattern as a (T, T) boolean matrix.
 """
 
@@ -22,7 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import FieldError
-from .attention_backends import explicit_attention, fused_attention, register_attention
+from .attention_backends import (
+    explicit_attention,
+    fused_attention,
+    prepare_mask,
+    register_attention,
+)
+from .attention_blocked import banded_attention, key_padding
 
 __all__ = ["BigBirdSettings", "FixedSettings", "LongformerSettings", "StridedSettings",
            "pattern_mask"]
@@ -243,14 +252,19 @@ def _gathered(q, k, v, mask, dropout_p, bs, idx, valid, allowed):
     return out[:, :, :T]
 
 
-def _global_rows(out, q, k, v, mask, dropout_p, rows):
-    """Replace the output rows ``rows`` (global queries: they see every key the mask allows)
-    by dense attention."""
+def _global_rows(out, q, k, v, mask, dropout_p, rows, causal: bool):
+    """Replace the output rows ``rows`` (global queries: they see every key the mask allows,
+    in a decoder every earlier key) by dense attention."""
     if rows.numel() == 0:
         return out
     m = None
     if mask is not None:
         m = mask if mask.shape[-2] == 1 else mask[..., rows, :]
+    if causal:
+        past = torch.arange(k.shape[-2], device=q.device)[None, :] <= rows[:, None]  # (G, T)
+        m = past if m is None else m & past
+    if m is not None:
+        m = m | ~m.any(-1, keepdim=True)  # a padding row: never NaN
     y, _ = explicit_attention(q[:, :, rows], k, v, mask=m, bias=None, dropout_p=dropout_p,
                               need_weights=False, options=None)
     out = out.clone()
@@ -294,6 +308,19 @@ def _plan(name: str, s, T: int, ctx: dict, device):
         valid = torch.cat([own < T, summ // bs != torch.arange(nb, device=device)[:, None]], 1)
         return bs, idx, valid, torch.zeros(0, dtype=torch.long, device=device)
     return None
+
+
+def _longformer_banded(q, k, v, mask, dropout_p, s: LongformerSettings, ctx, causal: bool):
+    """``longformer`` without dilation and with at most a key-padding ``mask``: the window
+    computed blocked (:func:`banded_attention`, the global tokens as extra keys of every query)
+    and the global queries' rows densely."""
+    T = k.shape[-2]
+    g = ctx["globals"][ctx["globals"] < T]
+    w = s.local_window
+    before, after = (w - 1, 0) if causal else (w, w)
+    out = banded_attention(q, k, v, before=before, after=after, padding=key_padding(mask)[1],
+                           dropout_p=dropout_p, extra=g, causal=causal)
+    return _global_rows(out, q, k, v, mask, dropout_p, g, causal)
 
 
 def _random_indices(rand: torch.Tensor) -> torch.Tensor:
@@ -370,28 +397,33 @@ def _sparse(name: str):
         seed = int(options.state.seed) if name == "bigbird" and options.state is not None else 0
         ctx = _context(name, s, Tk, options.causal, q.device, seed)
 
-        def pred(qp, kp):
-            return allowed(s, qp, kp, ctx)
-        if need_weights or bias is not None or Tq != Tk or options.query_offset(Tq, Tk):
-            # dense: the pattern as a mask (weights, ALiBi, KV-cache decoding)
+        def pred(qp, kp):  # the pattern, and the causal part (``mask`` is the padding only)
+            ok = allowed(s, qp, kp, ctx)
+            return ok & (kp <= qp) if options.causal else ok
+        if need_weights or bias is not None or Tq != Tk or options.query_offset(Tq, Tk) \
+                or options.window > 0:
+            # dense: the pattern as a mask (weights, ALiBi, KV-cache decoding, a window)
             qp = torch.arange(Tq, device=q.device)[:, None] + options.query_offset(Tq, Tk)
             full = pred(qp, torch.arange(Tk, device=q.device)[None, :])  # (Tq, Tk)
+            mask = prepare_mask(Tq, Tk, mask, options.causal, options, q.device)
             full = full if mask is None else mask & full
             return explicit_attention(q, k, v, mask=full | ~full.any(-1, keepdim=True),
                                       bias=bias, dropout_p=dropout_p, need_weights=True,
                                       options=options)
+        if name == "longformer" and s.dilation == 1 and key_padding(mask)[0]:
+            return _longformer_banded(q, k, v, mask, dropout_p, s, ctx, options.causal), None
         if name == "sparse_strided":
             return _strided(q, k, v, mask, dropout_p, s, options.causal), None
         bs, idx, valid, rows = _plan(name, s, Tk, ctx, q.device)
         out = _gathered(q, k, v, mask, dropout_p, bs, idx, valid, pred)
-        return _global_rows(out, q, k, v, mask, dropout_p, rows), None
+        return _global_rows(out, q, k, v, mask, dropout_p, rows, options.causal), None
     backend.__name__ = f"{name}_attention"
     backend.__doc__ = f"Exact attention restricted to the ``{name}`` pattern (module docstring)."
     return backend
 
 
 for _name, (_cls, _) in PATTERNS.items():
-    register_attention(_name, returns_weights=True, settings=_cls,
+    register_attention(_name, returns_weights=True, settings=_cls, own_mask=True,
                        make_state=_bigbird_state if _name == "bigbird" else None)(_sparse(_name))
 
 

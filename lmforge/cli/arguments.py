@@ -70,3 +70,12 @@ def labeled_data_options(args: argparse.Namespace) -> dict:
     ``classify`` and ``embed`` name them (the pair column aside)."""
     return dict(fmt=args.format, text_column=args.text_column, label_column=args.label_column,
                 batch_size=args.batch_size, device=args.device)
+
+
+def add_kv_cache_argument(p: argparse.ArgumentParser) -> None:
+    """``--kv-cache``: the KV cache's precision (checked by
+    :func:`lmforge.blocks.kv_cache.kv_dtype_name`: a bad value is one line and exit code 2)."""
+    p.add_argument("--kv-cache", metavar="fp32|bf16|int8",
+                   help="store the KV cache in this precision (default: the model's compute "
+                   "dtype); int8 = per-token, per-head absmax codes, ~3.8x smaller than fp32 "
+                   "(docs/quantization.md)")

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import argparse
 
+from ..blocks.kv_cache import kv_dtype_name, set_kv_cache_dtype
 from ..inference import ChatSession, GenerationConfig, generation_settings, stream_ids
+from ..inference.compiled import enable_fast_decode
 from ..inference.settings import Sampling, effective_sampling
+from .arguments import (
+    add_kv_cache_argument,
+    non_empty_str,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from .output import say
-from .arguments import non_empty_str, non_negative_int, positive_float, positive_int
 from .quantize import add_quant_arguments, load_lm
 from .registry import Command
-
 
 GENERATE_SAMPLING = Sampling(temperature=0.8, top_k=0, top_p=1.0)
 """`lmforge generate`'s own defaults, where neither the user nor the model says."""
@@ -24,14 +31,22 @@ def generate(model_dir: str, prompt: str, max_new_tokens: int = 200,
              dtype: str | None = None, stream: bool = True, chat: bool = False,
              adapter: str | None = None, repetition_penalty: float | None = None,
              quant: str | None = None, group_size: int = 32, head_quant: str = "int8",
-             ignore_eos: bool = False) -> list[str]:
+             ignore_eos: bool = False, kv_cache: str | None = None,
+             compile: bool | str = False) -> list[str]:
     """Continue ``prompt`` (with ``chat``: answer it as a user message, through the model's
     chat template). Generation stops at the model's own end-of-sequence tokens (recorded at
     import), else at the tokenizer's ``<|endoftext|>``. Sampling settings left None come from
     the model's meta.json (its recommended ``generation`` defaults), else
     :data:`GENERATE_SAMPLING`. ``quant``: int8/int4 weights (docs/quantization.md);
-    ``ignore_eos``: exactly ``max_new_tokens`` tokens (unless a stop string ends them)."""
+    ``ignore_eos``: exactly ``max_new_tokens`` tokens (unless a stop string ends them);
+    ``kv_cache``: the KV cache's precision (fp32, bf16, int8; default the compute dtype);
+    ``compile``: decode through the compiled one-token step (``full``/True or ``layers``;
+    lmforge.inference.compiled)."""
+    kv_cache = kv_dtype_name(kv_cache)  # a bad value fails before the model loads
     lm = load_lm(model_dir, device, dtype, adapter, quant, group_size, head_quant)
+    set_kv_cache_dtype(lm.model, kv_cache)
+    if compile:
+        enable_fast_decode(lm.model, compile=compile)
     settings = generation_settings(lm.meta, lm.tokenizer)
     sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
                                   repetition_penalty=repetition_penalty,
@@ -88,6 +103,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-eos", action="store_true",
                    help="do not stop at end-of-sequence tokens: exactly --max-new-tokens tokens")
     add_quant_arguments(p)
+    add_kv_cache_argument(p)
+    p.add_argument("--compile", nargs="?", const="full", choices=["full", "layers"],
+                   help="decode through a fused, torch.compile'd one-token step: full (the "
+                   "default; the fastest, the first token waits ~1 min for the compiler) or "
+                   "layers (compiles in seconds, slower); docs/quantization.md")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -96,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
              args.stop, args.num_samples, args.device, args.dtype, chat=args.chat,
              adapter=args.adapter, repetition_penalty=args.repetition_penalty,
              quant=args.quant, group_size=args.group_size, head_quant=args.head_quant,
-             ignore_eos=args.ignore_eos)
+             ignore_eos=args.ignore_eos, kv_cache=args.kv_cache, compile=args.compile or False)
 
 
 COMMANDS = [Command("generate", "generate text from a model directory", add_arguments, run)]

@@ -6,9 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..blocks.kv_cache import kv_dtype_name, set_kv_cache_dtype
 from ..errors import ConfigError
 from ..serve import Limits, create_app, load_all
-from .arguments import non_empty_str, non_negative_float, positive_int
+from .arguments import (
+    add_kv_cache_argument,
+    non_empty_str,
+    non_negative_float,
+    positive_int,
+)
 from .output import say
 from .registry import Command
 
@@ -29,13 +35,18 @@ def read_api_key(key: str | None, key_file: str | None) -> str | None:
 def serve(model_dirs: list[str], *, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, max_batch: int = 8, max_queue: int = 64,
           limits: Limits | None = None, cors_origins: list[str] | None = None,
-          device: str = "cpu", dtype: str | None = None) -> None:
+          device: str = "cpu", dtype: str | None = None, kv_cache: str | None = None) -> None:
     """Load the model directories and serve them until interrupted (Ctrl-C shuts down
-    gracefully: running requests end, the engine threads stop)."""
+    gracefully: running requests end, the engine threads stop). ``kv_cache``: the decoders'
+    KV-cache precision (fp32, bf16, int8; default the compute dtype)."""
+    kv_cache = kv_dtype_name(kv_cache)  # a bad value fails before the models load
     import uvicorn  # the server's own dependency, needed only by this command
 
     models = load_all(model_dirs, max_batch=max_batch, max_queue=max_queue, device=device,
                       dtype=dtype)
+    for m in models.values():
+        if m.engine is not None:  # the decoders' batcher (seq2seq caches stay as they are)
+            set_kv_cache_dtype(m.engine.model, kv_cache)
     app = create_app(models, api_key=api_key, limits=limits, cors_origins=cors_origins)
     for m in models.values():
         say(f"serving {m.name} ({m.kind}, context {m.context}): {', '.join(m.capabilities())}")
@@ -66,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="allow browser pages from this origin (repeatable; default: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    add_kv_cache_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -74,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     serve(args.model_dirs, host=args.host, port=args.port,
           api_key=read_api_key(args.api_key, args.api_key_file), max_batch=args.max_batch,
           max_queue=args.max_queue, limits=limits, cors_origins=args.cors_origin,
-          device=args.device, dtype=args.dtype)
+          device=args.device, dtype=args.dtype, kv_cache=args.kv_cache)
 
 
 COMMANDS = [Command("serve", "an OpenAI-compatible HTTP server (continuous batching) with a "

@@ -70,12 +70,19 @@ def _release(out: str | Path, fd: int) -> None:
 @contextlib.contextmanager
 def lock_output(out: str | Path, enabled: bool = True) -> Iterator[None]:
     """Hold the exclusive lock on output directory ``out`` for the body (``enabled=False``:
-    do nothing, for the non-main processes of a distributed run)."""
+    do nothing, for the non-main processes of a distributed run). A command that fails before
+    writing anything leaves no empty ``out`` behind it (one it did not find there)."""
     if not enabled:
         yield
         return
+    existed = Path(out).exists()
     fd = _acquire(out)
     try:
         yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()  # only if empty: never removes anything written
+        raise
     finally:
         _release(out, fd)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..blocks.kv_cache import KVCache
 from ..errors import GenerationError
+from .recurrent import generate_recurrent, is_recurrent
 from .sampling import penalize_repetition, sample_next
 
 
@@ -129,7 +130,7 @@ class PrefixCache:
                 max(need, min(self.model.cfg.context_length, 2 * cache.max_len))
             new = self.model.new_cache(1, max_len=size)
             if keep:
-                for old_t, new_t in zip(cache.k + cache.v, new.k + new.v):
+                for old_t, new_t in zip(cache.buffers(), new.buffers()):
                     new_t[:, :, :keep] = old_t[:, :, :keep]
             cache = new
         cache.length = keep
@@ -171,6 +172,8 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     a KV cache (:func:`generate_xl`); ``cache`` is then reset and not used."""
     if getattr(model.cfg, "memory_length", 0) > 0:
         return generate_xl(model, idx, cfg, eos_id, cache)
+    if is_recurrent(model):  # rnn/lstm/gru: the recurrent state, no KV cache, no context limit
+        return generate_recurrent(model, idx, cfg, eos_id, cache)
     return _generate_cached(model, idx, cfg, eos_id, cache)
 
 
@@ -217,10 +220,19 @@ def _generate_cached(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
             logits = model(window, cache=kv, last_only=True)[:, -1]
             fed = window[0]
         else:
-            logits = model(nxt[:, None], cache=kv, last_only=True)[:, -1]
+            logits = _step(model, nxt[:, None], kv)
             fed = nxt
         if prefix is not None:
             prefix.fed_tokens(fed.tolist())
+
+
+def _step(model: nn.Module, ids: torch.Tensor, kv) -> torch.Tensor:
+    """One decoding step, ids (B, 1) -> logits (B, V): through the model's fast step when one
+    is attached and takes this cache (``lmforge.inference.compiled``), else the model."""
+    fast = getattr(model, "fast_decode", None)
+    if fast is not None and fast.accepts(ids, kv):
+        return fast(ids, kv)
+    return model(ids, cache=kv, last_only=True)[:, -1]
 
 
 def _feed_xl(model: nn.Module, memory, ids: torch.Tensor) -> torch.Tensor:

@@ -230,7 +230,11 @@ def meta_from_dict(data: dict, where: str = "meta.json") -> ModelMeta:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
     data = dict(data)
-    extra = dict(data.pop("extra", None) or {})
+    extra = data.pop("extra", None) or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{where}: extra: expected a JSON object, got "
+                          f"{type(extra).__name__}; correct or remove that field")
+    extra = dict(extra)
     if "format_version" not in data:
         source = _legacy_source(data)
         if source is not None:

@@ -11,6 +11,7 @@ from .forecast import FORECASTERS
 from .heads import MLMHead, NSPHead, Pooler, pool
 from .recurrent import RecurrentClassifier, RecurrentLM
 from .seq2seq import Seq2SeqLM
+from .signal import SIGNAL_MODELS, signal_kind
 from .transformer import Transformer
 from .vit import VisionTransformer
 
@@ -22,12 +23,15 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {"decoder": CausalLM, "encoder": Mas
                                              "text_cnn": TextCNNClassifier,
                                              "recurrent_classifier": RecurrentClassifier,
                                              "rnn": RecurrentLM, "lstm": RecurrentLM,
-                                             "gru": RecurrentLM}
+                                             "gru": RecurrentLM, **SIGNAL_MODELS}
 
 
 def model_kind(cfg: ModelConfig) -> str:
     """The MODEL_CLASSES key for a config: ``cfg.arch``, or ``classifier`` for an encoder with
-    ``heads = "classifier"`` (``recurrent_classifier`` for an rnn/lstm/gru one)."""
+    ``heads = "classifier"`` (``recurrent_classifier`` for an rnn/lstm/gru one); on 1-D
+    signals (``signal_length > 0``) the signal model of the arch (lmforge.models.signal)."""
+    if (kind := signal_kind(cfg)) is not None:
+        return kind
     if cfg.arch in ("rnn", "lstm", "gru") and cfg.heads == "classifier":
         return "recurrent_classifier"
     return "classifier" if cfg.arch == "encoder" and cfg.heads == "classifier" else cfg.arch

@@ -32,12 +32,18 @@ class CausalLM(nn.Module):
             h = h[:, -1:]
         return self.lm_head(h)
 
-    def new_cache(self, batch: int, max_len: int | None = None, dtype=None, device=None) -> KVCache:
+    def new_cache(self, batch: int, max_len: int | None = None, dtype=None, device=None,
+                  kv_dtype=None) -> KVCache:
+        """An empty KV cache for ``batch`` rows of ``max_len`` positions (default the context),
+        computing in ``dtype`` (default the model's). ``kv_dtype`` (``fp32``, ``bf16``, ``int8``)
+        is how keys/values are stored; None: ``model.kv_cache_dtype`` if set
+        (:func:`lmforge.blocks.kv_cache.set_kv_cache_dtype`), else the compute dtype."""
         cfg = self.cfg
         p = self.lm_head.weight
         return KVCache(cfg.n_layer, batch, cfg.n_kv_head or cfg.n_head,
                        max_len or cfg.context_length, cfg.dim_head,
-                       dtype=dtype or p.dtype, device=device or p.device)
+                       dtype=dtype or p.dtype, device=device or p.device,
+                       kv_dtype=kv_dtype or getattr(self, "kv_cache_dtype", None))
 
     def new_memory(self, length: int | None = None, segment: int | None = None) -> XLMemory:
         """An empty Transformer-XL memory for ``model(x, memory=mem)``: ``length`` positions

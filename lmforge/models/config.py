@@ -143,10 +143,15 @@ class ModelConfig:
     """Image models: input channels (1 = grayscale, 3 = RGB)."""
     patch_size: int = 4
     """vit: side of the square patches (divides image_size); one token per patch."""
+    signal_length: int = 0
+    """1-D signal classifiers (set by ``task = "image-classify"`` on signals): samples per
+    signal, the input being (B, image_channels, signal_length); image_cnn, vit and
+    rnn/lstm/gru then build the 1-D models of lmforge.models.signal; 0 = not on signals."""
     bidirectional: bool = False
     """rnn/lstm/gru classifiers: read the text both ways (features = both final states)."""
     conv_widths: list[int] | None = None
-    """text_cnn: the filter widths, d_model filters each; None = [3, 4, 5]."""
+    """text_cnn: the filter widths, d_model filters each; None = [3, 4, 5]. vit on signals:
+    the odd widths of a Conv1d + GELU stem before the patches; None = no stem."""
     forecast: dict[str, Any] | None = None
     """Forecasters only (set by ``task = "forecast"``): {channels, horizon, patch_len, stride,
     revin}; the context is ``context_length`` (lmforge.models.forecast.ForecastShape)."""
@@ -157,7 +162,7 @@ class ModelConfig:
 
         if (problem := _size_problem(self)) is not None:
             raise bad(*problem)
-        if self.head_dim is None and self.d_model % self.n_head:
+        if self.head_dim is None and self.d_model % self.n_head and self.arch not in HEADLESS_ARCHS:
             raise bad("n_head", f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if self.n_kv_head is not None and (self.n_kv_head <= 0 or self.n_head % self.n_kv_head):
             raise bad("n_kv_head", f"must divide n_head ({self.n_head}), got {self.n_kv_head}")
@@ -237,17 +242,24 @@ CLASSIFIER_ARCHS = ("encoder", "vit", "image_cnn", "rnn", "lstm", "gru", "text_c
 """Architectures that take ``heads = "classifier"``."""
 IMAGE_ARCHS = ("vit", "image_cnn")
 RECURRENT_ARCHS = ("rnn", "lstm", "gru")
+SIGNAL_ARCHS = IMAGE_ARCHS + RECURRENT_ARCHS
+HEADLESS_ARCHS = RECURRENT_ARCHS + ("text_cnn", "image_cnn", "lstm_forecaster")
+"""Archs without attention: n_head does not constrain their width."""
+"""Architectures that classify 1-D signals (``signal_length > 0``)."""
 
 
 def _baseline_problem(cfg: ModelConfig) -> tuple[str, str] | None:
     """(field, what is wrong) for the image and baseline settings, or None."""
     for name, low, top in (("image_size", 0, 2**14), ("image_channels", 1, 64),
-                           ("patch_size", 1, 2**12)):
+                           ("patch_size", 1, 2**12), ("signal_length", 0, 2**20)):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
             return name, f"must be an integer from {low} to {top}, got {value!r}"
     # (a [model] table names the arch; the task adds heads = "classifier" and the sizes)
-    if cfg.arch in IMAGE_ARCHS and cfg.heads == "classifier" and cfg.image_size < 1:
+    if cfg.signal_length and (problem := _signal_problem(cfg)) is not None:
+        return problem
+    if cfg.arch in IMAGE_ARCHS and cfg.heads == "classifier" and cfg.image_size < 1 \
+            and not cfg.signal_length:
         return "image_size", f"arch {cfg.arch!r} needs the image size (task = \"image-classify\" sets it)"
     if cfg.arch == "vit" and cfg.image_size % cfg.patch_size:
         return "patch_size", f"must divide image_size ({cfg.image_size}), got {cfg.patch_size}"
@@ -257,6 +269,16 @@ def _baseline_problem(cfg: ModelConfig) -> tuple[str, str] | None:
         return "conv_widths", f"must be a non-empty list of integers from 1 to 64, got {widths!r}"
     if cfg.bidirectional and cfg.arch not in RECURRENT_ARCHS:
         return "bidirectional", f"only rnn/lstm/gru read both ways, got arch {cfg.arch!r}"
+    return None
+
+
+def _signal_problem(cfg: ModelConfig) -> tuple[str, str] | None:
+    """(field, what is wrong) for a classifier of 1-D signals (signal_length > 0), or None."""
+    if cfg.arch not in SIGNAL_ARCHS or cfg.heads != "classifier" or cfg.image_size:
+        return "signal_length", (f"1-D signals are read by classifiers ({', '.join(SIGNAL_ARCHS)}) "
+                                 f"with image_size = 0, got arch {cfg.arch!r}")
+    if cfg.arch == "vit" and cfg.signal_length % cfg.patch_size:
+        return "patch_size", f"must divide signal_length ({cfg.signal_length}), got {cfg.patch_size}"
     return None
 
 

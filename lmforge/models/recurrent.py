@@ -110,11 +110,17 @@ class RecurrentLM(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
 
-    def forward(self, idx: torch.Tensor, *, state=None, return_state: bool = False, **kw):
-        """idx (B, T) -> logits (B, T, V); ``state`` continues from an earlier call, and
-        ``return_state`` returns (logits, state) for step-by-step generation."""
+    def forward(self, idx: torch.Tensor, *, state=None, return_state: bool = False,
+                last_only: bool = False, **kw):
+        """idx (B, T) -> logits (B, T, V), or (B, 1, V) with ``last_only``; ``state`` (what an
+        earlier call returned: h, or (h, c) for an LSTM, each (n_layer, B, C)) continues from
+        there instead of from zeros, and ``return_state`` returns (logits, state) for
+        step-by-step generation (:mod:`lmforge.inference.recurrent`). Other keywords of the
+        decoder's forward (``cache``, ...) are ignored: the state is this model's cache."""
         out, state = self.rnn(self.drop(self.embed(idx)), state)  # (B, T, C)
-        logits = self.lm_head(self.drop(out))
+        if last_only:
+            out = out[:, -1:]  # (B, 1, C)
+        logits = self.lm_head(self.drop(out))  # (B, T, V)
         return (logits, state) if return_state else logits
 
     def tied_keys(self) -> set[str]:

@@ -19,6 +19,7 @@ from ..inference.translate import Translator
 from ..modeldir import LoadedModel, load_model_dir
 from ..modeldir.directory import load_source_tokenizer
 from ..models import model_kind
+from ..models.config import RECURRENT_ARCHS
 from ..tasks.embed import embed_texts
 from .engine import Engine
 
@@ -82,6 +83,9 @@ def load_served(path: str | Path, *, max_batch: int, max_queue: int,
     path = Path(path)
     lm = load_model_dir(path, device=device, dtype=dtype)
     kind = model_kind(lm.config)
+    if kind in RECURRENT_ARCHS:
+        raise ConfigError(f"{path}: a recurrent LM (model.arch = {kind!r}) cannot be served (the "
+                          "server batches with a KV cache); use lmforge generate or lmforge chat")
     served = ServedModel(path.resolve().name, lm, kind)
     if kind == "decoder":
         served.settings = generation_settings(lm.meta, lm.tokenizer)

@@ -7,6 +7,11 @@ Transformer) or ``"image_cnn"`` (small ResNet) with a classifier head -> the sha
 the model directory (no tokenizer; meta.json's ``image_classifier`` holds the labels, the
 image size and channels) -> val accuracy and macro-F1 in ``eval.json``.
 
+1-D signals (an ``.npz`` with x (N, L), or (N, L, C) with ``image_classify.signal = true``;
+``data.path = "mnist1d:"``) train the same way: the model config gets ``signal_length`` and
+``model.arch`` = ``image_cnn`` / ``vit`` / ``rnn``/``lstm``/``gru`` builds the 1-D model of
+:mod:`lmforge.models.signal`; ``mnist1d:`` validates on its standard test split.
+
 Batches are a pure function of (seed, step, micro-step, rank) (seeded epochs, seeded random
 shifts), so ``--resume`` is exact. ``lmforge classify MODEL_DIR --image PATH`` labels images
 with the result (:mod:`lmforge.tasks.image_predict`).
@@ -30,7 +35,7 @@ from ..evaluation import quick_metrics
 from ..files.atomic import atomic_write_text
 from ..modeldir import save_model_dir, update_meta
 from ..models import ModelConfig, build_model
-from ..models.config import IMAGE_ARCHS
+from ..models.config import IMAGE_ARCHS, SIGNAL_ARCHS
 from .classify import epochs_config
 from .config import RunConfig
 from .driver import RunState, train_task
@@ -61,6 +66,9 @@ class ImageClassifyConfig:
     """> 0: sets train.max_steps to this many passes over the training images."""
     eval_batch_size: int = 256
     """Images per batch when evaluating."""
+    signal: bool = False
+    """Read the .npz's x shaped (N, L, C) as 1-D signals of L samples and C channels (an x
+    of (N, L) and ``data.path = "mnist1d:"`` always are signals); false = (N, H, W) images."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -79,14 +87,14 @@ class ImageClassifyConfig:
 
 
 def image_loss(model, batch: dict) -> torch.Tensor:
-    """Mean cross-entropy of the logits of ``batch["pixels"]`` (B, C, H, W)."""
+    """Mean cross-entropy of the logits of ``batch["pixels"]`` (B, C, H, W) or (B, C, L)."""
     return F.cross_entropy(model(batch["pixels"]).float(), batch["labels"])
 
 
 @torch.no_grad()
 def image_logits(model, x: np.ndarray | torch.Tensor, batch_size: int = 256,
                  device="cpu") -> torch.Tensor:  # (N, K) on the CPU
-    """Logits for all images (N, C, H, W), in eval mode, in batches."""
+    """Logits for all images (N, C, H, W) or signals (N, C, L), in eval mode, in batches."""
     was = model.training
     model.eval()
     x = torch.as_tensor(x)
@@ -97,7 +105,9 @@ def image_logits(model, x: np.ndarray | torch.Tensor, batch_size: int = 256,
 
 
 def image_model_config(model: ModelConfig, data: ImageSet) -> ModelConfig:
-    """``[model]`` with the classifier head and the image shape of ``data``."""
+    """``[model]`` with the classifier head and the image (or signal) shape of ``data``."""
+    if data.is_signal:
+        return _signal_model_config(model, data)
     if model.arch not in IMAGE_ARCHS:
         raise ConfigError(f"task = \"image-classify\" trains model.arch = "
                           f"{' or '.join(map(repr, IMAGE_ARCHS))}, got {model.arch!r}")
@@ -107,6 +117,23 @@ def image_model_config(model: ModelConfig, data: ImageSet) -> ModelConfig:
              image_channels=int(data.x.shape[1]), vocab_size=0)
     if model.arch == "vit":
         d["context_length"] = (size // model.patch_size) ** 2 + 1
+    return from_dict(ModelConfig, d, "model")
+
+
+def _signal_model_config(model: ModelConfig, data: ImageSet) -> ModelConfig:
+    """``[model]`` for signals (N, C, L): the classifier head, ``signal_length`` = L."""
+    if model.arch not in SIGNAL_ARCHS:
+        raise ConfigError(f"{data.source} holds 1-D signals: model.arch = "
+                          f"{' or '.join(map(repr, SIGNAL_ARCHS))}, got {model.arch!r}")
+    d = to_dict(model)
+    length = int(data.x.shape[-1])
+    d.update(heads="classifier", n_classes=len(data.labels), image_size=0, signal_length=length,
+             image_channels=int(data.x.shape[1]), vocab_size=0)
+    if model.arch == "vit":
+        if length % model.patch_size:
+            raise ConfigError(f"model.patch_size: must divide the signal length ({length}), got "
+                              f"{model.patch_size}")
+        d["context_length"] = length // model.patch_size + 1
     return from_dict(ModelConfig, d, "model")
 
 
@@ -126,14 +153,16 @@ class ImageClassifyTask(Task):
     """``task = "image-classify"``; ``run.state`` holds the splits and the model config."""
 
     name = "image-classify"
-    summary = "classify images (ViT or a small ResNet) from a folder, an .npz or sklearn:digits"
+    summary = ("classify images (ViT or a small ResNet) from a folder, an .npz or sklearn:digits; "
+               "or 1-D signals (CNN, Transformer, RNN) from an .npz or mnist1d:")
     section, config = "image_classify", ImageClassifyConfig
-    archs = IMAGE_ARCHS
+    archs = SIGNAL_ARCHS  # (rnn/lstm/gru only on signals: image_model_config says so)
 
     def check(self, cfg: RunConfig) -> None:
         if not isinstance(cfg.data.path, str) or not cfg.data.path:
             raise ConfigError("data.path: task = \"image-classify\" reads one source: a folder of "
-                              "class sub-folders, an .npz with x and y, or \"sklearn:digits\"")
+                              "class sub-folders, an .npz with x and y, \"sklearn:digits\" "
+                              "or \"mnist1d:\"")
 
     def tokenizer(self, run: RunState):
         return None  # pixels in, classes out
@@ -143,7 +172,7 @@ class ImageClassifyTask(Task):
 
     def prepare(self, run: RunState) -> TaskData:
         cfg, ic, s = run.cfg, run.cfg.image_classify, run.state
-        data = read_images(cfg.data.path, ic.image_size, ic.channels)
+        data = read_images(cfg.data.path, ic.image_size, ic.channels, ic.signal)
         train, val = data.split(ic.val_fraction, cfg.seed)
         if ic.train_fraction < 1.0:
             train, _ = train.split(1.0 - ic.train_fraction, cfg.seed + 1)
@@ -170,9 +199,12 @@ class ImageClassifyTask(Task):
 
     def meta(self, run: RunState) -> dict:
         mcfg = run.state["mcfg"]
+        info = {"labels": run.state["data"].labels, "image_size": mcfg.image_size,
+                "channels": mcfg.image_channels}
+        if mcfg.signal_length:
+            info["signal_length"] = mcfg.signal_length
         return {"task": self.name, "tokenizer": None, "parameters": run.state["model"].num_params(),
-                META_KEY: {"labels": run.state["data"].labels, "image_size": mcfg.image_size,
-                           "channels": mcfg.image_channels}}
+                META_KEY: info}
 
     def save(self, run: RunState, model, meta) -> None:
         save_model_dir(run.out, model, None, meta)

@@ -2,7 +2,11 @@
 probabilities for image files, and for a ViT its attention over the patches — per layer and
 head, and the attention rollout (Abnar & Zuidema, 2020): the product over layers of
 0.5 * (A + I) with A the head-averaged attention, rows renormalised; its [CLS] row (or the
-mean row, for mean pooling) is how much each patch reached the classifier."""
+mean row, for mean pooling) is how much each patch reached the classifier.
+
+A classifier of 1-D signals (``signal_length`` in its config) reads one signal per file
+instead: a ``.npy``, or an ``.npz`` with ``x``, shaped (L,) or (L, C)
+(:func:`~lmforge.data.images.load_signal`); it has no attention maps."""
 
 from __future__ import annotations
 
@@ -12,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import load_image
+from ..data.images import load_image, load_signal
 from ..errors import ConfigError
 from ..modeldir.directory import check_weights_fit, load_state, read_config, read_meta, skip_init
 from ..models import VisionTransformer, build_model
-from ..models.config import IMAGE_ARCHS
+from ..models.config import IMAGE_ARCHS, SIGNAL_ARCHS
 from .image_classify import META_KEY, image_logits
 
 __all__ = ["ImageClassifier", "attention_rollout"]
@@ -35,19 +39,21 @@ def attention_rollout(weights: list[torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class ImageClassifier:
-    """An image classifier model directory, ready to label image files."""
+    """An image (or 1-D signal) classifier model directory, ready to label files."""
 
     model: torch.nn.Module
     labels: list[str]
     image_size: int
     channels: int
     path: Path
+    signal_length: int = 0
+    """> 0: a classifier of 1-D signals of this many samples (files hold one signal each)."""
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "ImageClassifier":
         path = Path(path)
         cfg = read_config(path)
-        if cfg.arch not in IMAGE_ARCHS:
+        if cfg.arch not in (SIGNAL_ARCHS if cfg.signal_length else IMAGE_ARCHS):
             raise ConfigError(f"{path} holds a model.arch = {cfg.arch!r} model, not an image "
                               "classifier; for texts use --text / --data")
         info = read_meta(path).extra.get(META_KEY) or {}
@@ -56,9 +62,13 @@ class ImageClassifier:
         with skip_init():
             model = build_model(cfg)
         load_state(path, model)
-        return cls(model.to(device).eval(), labels, cfg.image_size, cfg.image_channels, path)
+        return cls(model.to(device).eval(), labels, cfg.image_size, cfg.image_channels, path,
+                   cfg.signal_length)
 
-    def pixels(self, paths: list[str]) -> torch.Tensor:  # (N, C, H, W)
+    def pixels(self, paths: list[str]) -> torch.Tensor:  # (N, C, H, W), or (N, C, L) signals
+        if self.signal_length:
+            return torch.from_numpy(np.stack([load_signal(p, self.signal_length, self.channels)
+                                              for p in paths]))
         return torch.from_numpy(np.stack([load_image(p, self.image_size, self.channels)
                                           for p in paths]))
 
@@ -70,7 +80,7 @@ class ImageClassifier:
         """One image's attention: ``layers`` (L, H, N, N) weights, ``rollout`` (grid, grid)
         over the patches, ``heads`` (H, grid, grid): the last layer's [CLS] (or mean) row per
         head, and the image (C, S, S)."""
-        if not isinstance(self.model, VisionTransformer):
+        if self.signal_length or not isinstance(self.model, VisionTransformer):
             raise ConfigError(f"{self.path}: attention maps need a ViT (model.arch = \"vit\"), "
                               f"this is {self.model.cfg.arch!r}")
         x = self.pixels([path])

@@ -1,5 +1,7 @@
-"""Causal language-model pre-training (``task = "causal-lm"``, the default for decoders):
-text -> tokenizer -> token cache -> next-token prediction -> model directory.
+"""Causal language-model pre-training (``task = "causal-lm"``, the default for decoders and
+for the recurrent baselines rnn/lstm/gru): text -> tokenizer -> token cache -> next-token
+prediction -> model directory. A recurrent LM trains on the same windows as a decoder, each
+from a zero state; what it cannot do is refused by :func:`check_recurrent`.
 
 This is what `lmforge train` and `lmforge quickstart` run for a decoder. Everything it writes
 lands in ``cfg.out_dir``, which is at once the model directory (config.json,
@@ -13,8 +15,9 @@ import torch.nn.functional as F
 
 from ..data import build_token_splits, eval_batches, sample_batch
 from ..data.streams import segments_per_stream, stream_batch, stream_segments
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..evaluation.perplexity import stream_loss
+from ..models.config import RECURRENT_ARCHS
 from ..objectives import causal_lm_loss
 from ..tokenizers import eos_token_id
 from .config import RunConfig
@@ -86,12 +89,54 @@ def segment_data(run: RunState, splits, seq_len: int) -> TaskData:
         evaluate=evaluate, tokens_per_batch=B * seq_len)
 
 
+RECURRENT_REFUSED = {
+    "reversible": (False, "reversible layers are transformer blocks"),
+    "bidirectional": (False, "a language model reads left to right"),
+    "type_vocab_size": (0, "token types are for encoders"),
+    "embed_norm": (False, "the recurrent LM has no embedding norm"),
+    "scale_embeddings": (False, "the recurrent LM does not scale its embeddings"),
+    "output_bias": (False, "the recurrent LM's output layer has no bias"),
+}
+"""[model] fields a recurrent LM cannot honour, with their only accepted value and why: set
+to anything else, the run is refused. The transformer's shape fields (positional, n_head,
+attention, activation, norm, d_ff, ...) are ignored instead: presets set them, and switching
+model.arch alone must train (docs/baselines.md)."""
+
+
+def check_recurrent(cfg: RunConfig) -> None:
+    """Refuse, in one line naming the field, what a recurrent (rnn/lstm/gru) LM cannot do."""
+    m, tc = cfg.model, cfg.train
+    arch = f"model.arch = {m.arch!r}"
+    if m.heads == "classifier":
+        raise ConfigError(f"model.heads = 'classifier' makes an {m.arch} classifier, which "
+                          "task = 'causal-lm' cannot train; use task = 'classify', or leave "
+                          "model.heads unset for a language model")
+    for name, (ok, why) in RECURRENT_REFUSED.items():
+        if getattr(m, name) != ok:
+            raise ConfigError(f"model.{name}: {arch} is a recurrent LM ({why}); set "
+                              f"{name} = {str(ok).lower()}")
+    if tc.activation_checkpointing != "none":
+        raise ConfigError(f"train.activation_checkpointing: {arch} has no transformer blocks "
+                          "to recompute; set it to \"none\"")
+    if tc.parallel == "fsdp":
+        raise ConfigError(f"train.parallel = \"fsdp\" shards per transformer block, which "
+                          f"{arch} has none of; use parallel = \"ddp\"")
+
+
 class CausalLMTask(Task):
     name = "causal-lm"
-    summary = "pre-train a decoder on text by next-token prediction"
-    archs = ("decoder",)
-    default_arch = "decoder"
+    summary = "pre-train a decoder (or an rnn/lstm/gru baseline) on text by next-token prediction"
+    archs = ("decoder", *RECURRENT_ARCHS)
+    default_arch = ("decoder", *RECURRENT_ARCHS)
     objective = staticmethod(causal_lm_loss)
+
+    def claims(self, cfg: RunConfig) -> bool:
+        """An rnn/lstm/gru with ``heads = "classifier"`` is a classifier, not a language model."""
+        return cfg.model.heads != "classifier"
+
+    def check(self, cfg: RunConfig) -> None:
+        if cfg.model.arch in RECURRENT_ARCHS:
+            check_recurrent(cfg)
 
     def prepare(self, run: RunState) -> TaskData:
         cfg, tc = run.cfg, run.cfg.train
@@ -123,7 +168,7 @@ register(CausalLMTask())
 
 
 def train_lm(cfg: RunConfig, **kw) -> TrainRun:
-    """Train a decoder with the causal-LM task (:func:`~lmforge.tasks.train_task` with
+    """Train a decoder (or rnn/lstm/gru) with the causal-LM task (:func:`~lmforge.tasks.train_task` with
     ``task = "causal-lm"``); keyword arguments as there."""
     cfg.task = cfg.task or CausalLMTask.name
     return train_task(cfg, **kw)

@@ -65,8 +65,9 @@ class Task:
     """The dataclass of that table."""
     archs: ClassVar[tuple[str, ...]] = ("decoder",)
     """The ``model.arch`` values it trains."""
-    default_arch: ClassVar[str] = ""
-    """``task = ""`` picks this task for a model of this arch (when :meth:`claims` agrees)."""
+    default_arch: ClassVar[str | tuple[str, ...]] = ""
+    """``task = ""`` picks this task for a model of this arch, or of one of these archs (when
+    :meth:`claims` agrees)."""
     objective: ClassVar[Callable | None] = None
     """loss = objective(model, batch); or override :meth:`make_objective`."""
 
@@ -177,7 +178,9 @@ def get_task(cfg) -> Task:
     name = LEGACY_NAMES.get(cfg.task, cfg.task)
     arch = cfg.model.arch
     if not name:
-        picks = [t for t in TASKS.values() if t.default_arch == arch and t.claims(cfg)]
+        picks = [t for t in TASKS.values() if arch in (
+            (t.default_arch,) if isinstance(t.default_arch, str) else t.default_arch)
+            and t.claims(cfg)]
         if not picks:
             raise ConfigError(f"no task trains model.arch = {arch!r} by default; set task to "
                               f"one of {', '.join(sorted(TASKS))}")

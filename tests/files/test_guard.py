@@ -95,3 +95,26 @@ def test_replace_directory_appears_whole_and_keeps_the_old_one_on_error(tmp_path
     assert replace_directory(out, good) == out
     assert [p.name for p in out.iterdir()] == ["new"]  # old contents gone, not mixed in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_failed_command_leaves_no_empty_output_directory(tmp_path):
+    """A command that fails inside the lock removes the output directory it created while
+    that is still empty, and never one that existed before or holds anything."""
+    from lmforge.files.lock import lock_output
+
+    new = tmp_path / "new"
+    with pytest.raises(RuntimeError), lock_output(new):
+        new.mkdir()
+        raise RuntimeError("bad config")
+    assert not new.exists()
+    kept = tmp_path / "kept"
+    with pytest.raises(RuntimeError), lock_output(kept):
+        kept.mkdir()
+        (kept / "checkpoint").write_text("work")
+        raise RuntimeError("late failure")
+    assert (kept / "checkpoint").read_text() == "work"
+    before = tmp_path / "before"
+    before.mkdir()
+    with pytest.raises(RuntimeError), lock_output(before):
+        raise RuntimeError("bad config")
+    assert before.is_dir()
