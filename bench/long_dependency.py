@@ -8,11 +8,13 @@ the steps it took.
 
     python bench/long_dependency.py                               # ~30 min
     python bench/long_dependency.py --lengths 50,100 --steps 20   # smoke test, < 1 min
+    python bench/long_dependency.py --k 1 --plot long_dependency_k1.png   # recall one symbol
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,12 +47,13 @@ def recall(model, L: int) -> float:
     return float((pred == y[:, -K:]).float().mean())
 
 
-def run(arch: str, L: int, steps: int, batch: int, every: int = 100) -> tuple[float, float, int]:
+def run(arch: str, L: int, steps: int, batch: int, every: int = 100,
+        positional: str = "learned") -> tuple[float, float, int]:
     """(recall accuracy, seconds per training step, steps taken): training stops early once
     the recall accuracy (checked every ``every`` steps) reaches 0.99."""
     torch.manual_seed(0)
     cfg = ModelConfig(arch=arch, vocab_size=11, d_model=64, n_layer=2, n_head=4,
-                      context_length=L + 2 * K + 1, positional="learned")
+                      context_length=L + 2 * K + 1, positional=positional)
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
@@ -74,36 +77,58 @@ def run(arch: str, L: int, steps: int, batch: int, every: int = 100) -> tuple[fl
 
 
 def main() -> None:
+    global K
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="50,100,200,500,1000")
     ap.add_argument("--archs", default=",".join(ARCHS))
     ap.add_argument("--steps", type=int, default=1500, help="at most this many steps")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--k", type=int, default=K, help="symbols to copy (1 = recall one token)")
+    ap.add_argument("--plot", default="long_dependency.png")
+    ap.add_argument("--positional", default="learned", help="the decoder's positions (rope, ...)")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="record only the step time (a few steps, no accuracy)")
+    ap.add_argument("--results", default="long_dependency.json",
+                    help="results are merged into this file in bench/results/ (by model, K, "
+                         "distance), and the plot drawn from all of them")
     args = ap.parse_args()
+    K = args.k
     lengths = [int(v) for v in args.lengths.split(",")]
-    rows, acc, secs = [], {}, {}
+    store = RESULTS / args.results
+    merged = json.loads(store.read_text()) if store.is_file() else {}
+    rows = []
     for arch in args.archs.split(","):
+        name = arch if arch != "decoder" else f"decoder ({args.positional})"
         for L in lengths:
-            a, s, n = run(arch, L, args.steps, args.batch)
-            acc.setdefault(arch, []).append(a)
-            secs.setdefault(arch, []).append(s)
-            rows.append([arch, L, f"{a:.3f}", n, f"{s * 1000:.0f} ms"])
+            a, s, n = run(arch, L, args.steps, args.batch, positional=args.positional)
+            merged[f"{name}|{K}|{L}"] = {"acc": None if args.timing_only else a, "step_s": s,
+                                         "steps": n}
+            store.write_text(json.dumps(merged, indent=1))
+            rows.append([name, L, f"{a:.3f}", n, f"{s * 1000:.0f} ms"])
             print(rows[-1], flush=True)
     print(f"\n{machine()}; at most {args.steps} steps of {args.batch} (stopping at recall "
-          f">= 0.99); chance {1 / SYMBOLS:.3f}\n")
+          f">= 0.99); K = {K} symbols; chance {1 / SYMBOLS:.3f}\n")
     print(table(["model", "distance", "recall acc", "steps", "step time"], rows))
     from lmforge.viz.figure import pyplot, save_figure
 
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for arch in acc:
-        a1.plot(lengths, acc[arch], marker="o", label=arch)
-        a2.plot(lengths, [s * 1000 for s in secs[arch]], marker="o", label=arch)
+    curves: dict = {}
+    for key, r in merged.items():
+        name, k, L = key.split("|")
+        if int(k) == K:
+            curves.setdefault(name, []).append((int(L), r["acc"], r["step_s"]))
+    for name, pts in sorted(curves.items()):
+        pts.sort()
+        got = [p for p in pts if p[1] is not None]  # None: a timing-only run (--timing-only)
+        a1.plot([p[0] for p in got], [p[1] for p in got], marker="o", label=name)
+        a2.plot([p[0] for p in pts], [p[2] * 1000 for p in pts], marker="o", label=name)
     a1.axhline(1 / SYMBOLS, ls=":", c="gray")
-    a1.set(xscale="log", xlabel="distance (tokens)", ylabel="recall accuracy")
+    a1.set(xscale="log", xlabel="distance (tokens)", ylabel="recall accuracy",
+           title=f"copy {K} symbol(s)")
     a2.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per step")
     a1.legend()
-    print("plot:", save_figure(fig, RESULTS / "long_dependency.png"))
+    print("plot:", save_figure(fig, RESULTS / args.plot))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,15 @@ def labeled_data_options(args: argparse.Namespace) -> dict:
                 batch_size=args.batch_size, device=args.device)
 
 
+def add_compile_argument(p: argparse.ArgumentParser) -> None:
+    """``--compile [full|layers]``: decode through the fused, compiled one-token step
+    (:func:`lmforge.inference.compiled.enable_fast_decode`)."""
+    p.add_argument("--compile", nargs="?", const="full", choices=["full", "layers"],
+                   help="decode through a fused, torch.compile'd one-token step: full (the "
+                   "default; the fastest, the first token waits ~1 min for the compiler) or "
+                   "layers (compiles in seconds, slower); docs/quantization.md")
+
+
 def add_kv_cache_argument(p: argparse.ArgumentParser) -> None:
     """``--kv-cache``: the KV cache's precision (checked by
     :func:`lmforge.blocks.kv_cache.kv_dtype_name`: a bad value is one line and exit code 2)."""

@@ -14,8 +14,10 @@ from typing import TextIO
 from ..blocks.kv_cache import kv_dtype_name, set_kv_cache_dtype
 from ..inference import ChatSession, GenerationConfig
 from ..inference.chat import MessageTooLong
+from ..inference.compiled import enable_fast_decode
 from ..inference.settings import describe_sampling, effective_sampling
 from .arguments import (
+    add_compile_argument,
     add_kv_cache_argument,
     non_negative_int,
     positive_float,
@@ -45,18 +47,22 @@ def chat(model_dir: str, system: str | None = None, max_new_tokens: int = 512,
          stdout: TextIO | None = None, stderr: TextIO | None = None,
          adapter: str | None = None, reuse_cache: bool = True,
          repetition_penalty: float | None = None, quant: str | None = None,
-         group_size: int = 32, head_quant: str = "int8", kv_cache: str | None = None):
+         group_size: int = 32, head_quant: str = "int8", kv_cache: str | None = None,
+         compile: bool | str = False):
     """Chat with the model in ``model_dir`` until ``/exit`` or the end of ``stdin``; returns
     the :class:`lmforge.inference.ChatSession` (its ``messages`` hold the conversation).
     ``reuse_cache``: keep the KV cache between turns (only the new tokens are prefilled).
     Sampling settings left None come from the model's meta.json (its recommended
     ``generation`` defaults), else lmforge's (temperature 0.7, top-p 0.9). ``kv_cache``: the
-    KV cache's precision (fp32, bf16, int8; default the compute dtype)."""
+    KV cache's precision (fp32, bf16, int8; default the compute dtype). ``compile``: decode
+    through the compiled one-token step (``full``/True or ``layers``)."""
     kv_cache = kv_dtype_name(kv_cache)  # a bad value fails before the model loads
     stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     interactive = stdin is sys.stdin and stdin.isatty()
     lm = load_lm(model_dir, device, dtype, adapter, quant, group_size, head_quant)
     set_kv_cache_dtype(lm.model, kv_cache)
+    if compile:
+        enable_fast_decode(lm.model, compile=compile)
     sampling = effective_sampling(lm.meta, temperature=temperature, top_k=top_k, top_p=top_p,
                                   repetition_penalty=repetition_penalty)
     gen = sampling.apply(GenerationConfig(max_new_tokens=max_new_tokens, seed=seed))
@@ -113,6 +119,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "cache between turns (slower; for comparison)")
     add_quant_arguments(p)
     add_kv_cache_argument(p)
+    add_compile_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -121,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
          device=args.device, dtype=args.dtype, adapter=args.adapter,
          reuse_cache=args.reuse_cache, repetition_penalty=args.repetition_penalty,
          quant=args.quant, group_size=args.group_size, head_quant=args.head_quant,
-         kv_cache=args.kv_cache)
+         kv_cache=args.kv_cache, compile=args.compile or False)
 
 
 COMMANDS = [Command("chat", "talk with a chat model (e.g. an imported SmolLM2), the reply "

@@ -10,6 +10,7 @@ from ..inference import ChatSession, GenerationConfig, generation_settings, stre
 from ..inference.compiled import enable_fast_decode
 from ..inference.settings import Sampling, effective_sampling
 from .arguments import (
+    add_compile_argument,
     add_kv_cache_argument,
     non_empty_str,
     non_negative_int,
@@ -104,10 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not stop at end-of-sequence tokens: exactly --max-new-tokens tokens")
     add_quant_arguments(p)
     add_kv_cache_argument(p)
-    p.add_argument("--compile", nargs="?", const="full", choices=["full", "layers"],
-                   help="decode through a fused, torch.compile'd one-token step: full (the "
-                   "default; the fastest, the first token waits ~1 min for the compiler) or "
-                   "layers (compiles in seconds, slower); docs/quantization.md")
+    add_compile_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -192,3 +192,22 @@ def test_chat_quant_and_quantised_dir(model_dir, tmp_path):
     assert main(["quantize", str(model_dir), "--out", str(out), "--quant", "int8"]) == 0
     with pytest.raises(ConfigError, match="already quantised"):
         load_for_inference(out, quant="int8")
+
+
+def test_chat_compile_uses_the_fast_step_with_the_same_reply(model_dir):
+    """``lmforge chat --compile layers`` decodes through the fast step (attached to the
+    model) and replies exactly what the model's own path replies."""
+    import io
+
+    from lmforge.cli.chat import chat
+
+    def reply(**kw):
+        s = chat(str(model_dir), quant="int4", max_new_tokens=6, temperature=0.0,
+                 stdin=io.StringIO("the quick\n/exit\n"), stdout=io.StringIO(),
+                 stderr=io.StringIO(), **kw)
+        return s, s.messages[-1]["content"]
+
+    plain, want = reply()
+    fast, got = reply(compile="layers")
+    assert getattr(plain.model, "fast_decode", None) is None
+    assert fast.model.fast_decode is not None and got == want

@@ -93,3 +93,16 @@ def test_lstm_and_transformer_learn_to_copy(arch):
         pred = model.eval()(x).argmax(-1)[:, 3:]  # the copied half
     acc = (pred == y[:, 3:]).float().mean().item()
     assert acc > 0.6, acc  # chance is 0.1
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru"])
+def test_width_not_constrained_by_n_head_without_attention(arch):
+    """rnn/lstm/gru have no heads: d_model 64 with a decoder preset's n_head 6 builds (the
+    check still refuses it for an attention model)."""
+    from lmforge.errors import ConfigError
+
+    m = build_model(ModelConfig(arch=arch, vocab_size=11, d_model=64, n_head=6, n_layer=1))
+    ref = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[arch]
+    assert isinstance(m.rnn, ref) and m.rnn.hidden_size == 64
+    with pytest.raises(ConfigError, match="n_head"):
+        ModelConfig(arch="decoder", vocab_size=11, d_model=64, n_head=6, n_layer=1)
