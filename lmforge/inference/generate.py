@@ -20,7 +20,10 @@ from torch import nn
 from ..blocks.kv_cache import KVCache
 from ..errors import GenerationError
 from .recurrent import generate_recurrent, is_recurrent
-from .sampling import penalize_repetition, sample_next
+from .sampling import EosIds
+from .sampling import eos_list as _eos_list
+from .sampling import make_generator as _generator
+from .sampling import next_tokens as _next_tokens
 
 
 @dataclass
@@ -51,24 +54,6 @@ class GenerationConfig:
         if not self.repetition_penalty > 0:
             raise GenerationError(f"repetition_penalty must be > 0 (1 = off), got "
                                   f"{self.repetition_penalty}")
-
-
-def _generator(seed: int | None, device) -> torch.Generator | None:
-    if seed is None:
-        return None
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
-EosIds = int | Sequence[int] | None
-"""One end-of-sequence id, several (a chat model may end a turn with any of them), or none."""
-
-
-def _eos_list(eos_id: EosIds) -> list[int]:
-    if eos_id is None:
-        return []
-    return [int(eos_id)] if isinstance(eos_id, int) else [int(i) for i in eos_id]
 
 
 def cache_length(context: int, prompt_len: int, max_new_tokens: int) -> int:
@@ -243,19 +228,6 @@ def _feed_xl(model: nn.Module, memory, ids: torch.Tensor) -> torch.Tensor:
         piece, ids = ids[:, :memory.room], ids[:, memory.room:]
         logits = model(piece, memory=memory, last_only=True)[:, -1]  # (B, V)
     return logits
-
-
-@torch.no_grad()
-def _next_tokens(logits, history, cfg, gen, eos: list[int], eos_t: torch.Tensor,
-                 done: torch.Tensor) -> torch.Tensor:
-    """The next token of each row (B,): repetition penalty, sampling, and rows that have ended
-    (``done``, updated in place) kept at EOS."""
-    logits = penalize_repetition(logits, history, cfg.repetition_penalty)
-    nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
-    if eos:
-        nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
-        done |= torch.isin(nxt, eos_t)
-    return nxt
 
 
 def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import GenerationError
 from ..models.config import RECURRENT_ARCHS
-from .sampling import penalize_repetition, sample_next
+from .sampling import eos_list, make_generator, next_tokens
 
 if TYPE_CHECKING:  # (type hints only: generate.py imports this module)
     from .generate import GenerationConfig, PrefixCache
@@ -44,22 +44,14 @@ def generate_recurrent(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfi
     B, T = idx.shape
     if T == 0:
         raise GenerationError("the prompt is empty; give at least one token")
-    eos = [] if eos_id is None or not cfg.stop_at_eos else \
-        [int(eos_id)] if isinstance(eos_id, int) else [int(i) for i in eos_id]
+    eos = eos_list(eos_id) if cfg.stop_at_eos else []
     eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
-    gen = None
-    if cfg.seed is not None:
-        gen = torch.Generator(device=idx.device)
-        gen.manual_seed(cfg.seed)
+    gen = make_generator(cfg.seed, idx.device)
     logits, state = model(idx, return_state=True, last_only=True)  # prefill: (B, 1, V), state
     history = idx  # (B, T + step): every token so far, for the repetition penalty
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)
     for step in range(cfg.max_new_tokens):
-        nxt = sample_next(penalize_repetition(logits[:, -1], history, cfg.repetition_penalty),
-                          cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
-        if eos:
-            nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
-            done |= torch.isin(nxt, eos_t)
+        nxt = next_tokens(logits[:, -1], history, cfg, gen, eos, eos_t, done)  # (B,)
         yield nxt
         if step == cfg.max_new_tokens - 1 or bool(done.all()):
             return  # the last token is not fed back

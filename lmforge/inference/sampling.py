@@ -3,7 +3,28 @@ top-p (nucleus)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+EosIds = int | Sequence[int] | None
+"""One end-of-sequence id, several (a chat model may end a turn with any of them), or none."""
+
+
+def eos_list(eos_id: EosIds) -> list[int]:
+    """``eos_id`` as a list of ids (empty for None)."""
+    if eos_id is None:
+        return []
+    return [int(eos_id)] if isinstance(eos_id, int) else [int(i) for i in eos_id]
+
+
+def make_generator(seed: int | None, device) -> torch.Generator | None:
+    """A seeded generator on ``device`` (None: the global RNG)."""
+    if seed is None:
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -41,3 +62,17 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def next_tokens(logits, history, cfg, gen, eos: list[int], eos_t: torch.Tensor,
+                done: torch.Tensor) -> torch.Tensor:
+    """One decoding step's tokens (B,) from the last logits (B, V): repetition penalty over
+    ``history`` (B, T), sampling by ``cfg`` (a GenerationConfig), and rows that have ended
+    (``done``, updated in place) kept at EOS. Shared by every generation loop."""
+    logits = penalize_repetition(logits, history, cfg.repetition_penalty)
+    nxt = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, gen)  # (B,)
+    if eos:
+        nxt = torch.where(done, torch.full_like(nxt, eos[0]), nxt)
+        done |= torch.isin(nxt, eos_t)
+    return nxt
