@@ -20,9 +20,8 @@ from torch import nn
 from ..blocks.kv_cache import KVCache
 from ..errors import GenerationError
 from .recurrent import generate_recurrent, is_recurrent
-from .sampling import EosIds
+from .sampling import EosIds, stop_rules
 from .sampling import eos_list as _eos_list
-from .sampling import make_generator as _generator
 from .sampling import next_tokens as _next_tokens
 
 
@@ -88,6 +87,12 @@ class PrefixCache:
     def reset(self) -> None:
         """Forget everything (and free the buffers): the next generation starts fresh."""
         self.cache, self.ids, self.owner = None, [], None
+
+    def bypass(self, fed: int) -> None:
+        """A generation that keeps no KV cache (Transformer-XL, recurrent) used this one:
+        reset it, and record that it kept nothing and fed the whole prompt (``fed`` tokens)."""
+        self.reset()
+        self.kept, self.fed = 0, fed
 
     @property
     def max_len(self) -> int:
@@ -167,9 +172,7 @@ def _generate_cached(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     """:func:`generate_tokens` with a KV cache."""
     context = model.cfg.context_length
     B, T = _check_prompt(idx, context)
-    eos = _eos_list(eos_id) if cfg.stop_at_eos else []
-    eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
-    gen = _generator(cfg.seed, idx.device)
+    eos, eos_t, gen = stop_rules(idx, cfg, eos_id)
     max_len = cache_length(context, T, cfg.max_new_tokens)
     prefix = cache
     if prefix is None:
@@ -237,14 +240,11 @@ def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
     segment, and a full segment becomes memory, as in training. A query sees exactly what it
     would in training: the memory and the segment so far. A ``cache`` is reset, not used."""
     if cache is not None:
-        cache.reset()
-        cache.kept, cache.fed = 0, idx.shape[1]
+        cache.bypass(idx.shape[1])
     B, T = idx.shape
     if T == 0:
         raise GenerationError("the prompt is empty; give at least one token")
-    eos = _eos_list(eos_id) if cfg.stop_at_eos else []
-    eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
-    gen = _generator(cfg.seed, idx.device)
+    eos, eos_t, gen = stop_rules(idx, cfg, eos_id)
     memory = model.new_memory()
     logits = _feed_xl(model, memory, idx)
     history = idx

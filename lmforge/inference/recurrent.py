@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import GenerationError
 from ..models.config import RECURRENT_ARCHS
-from .sampling import eos_list, make_generator, next_tokens
+from .sampling import next_tokens, stop_rules
 
 if TYPE_CHECKING:  # (type hints only: generate.py imports this module)
     from .generate import GenerationConfig, PrefixCache
@@ -39,14 +39,11 @@ def generate_recurrent(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfi
     off) or after ``cfg.max_new_tokens``. A ``cache`` (:class:`PrefixCache`) is reset and not
     used: the whole prompt is read each time (it holds a KV cache, which this model has not)."""
     if cache is not None:
-        cache.reset()
-        cache.kept, cache.fed = 0, idx.shape[1]
+        cache.bypass(idx.shape[1])
     B, T = idx.shape
     if T == 0:
         raise GenerationError("the prompt is empty; give at least one token")
-    eos = eos_list(eos_id) if cfg.stop_at_eos else []
-    eos_t = torch.tensor(eos, dtype=torch.long, device=idx.device)
-    gen = make_generator(cfg.seed, idx.device)
+    eos, eos_t, gen = stop_rules(idx, cfg, eos_id)
     logits, state = model(idx, return_state=True, last_only=True)  # prefill: (B, 1, V), state
     history = idx  # (B, T + step): every token so far, for the repetition penalty
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)

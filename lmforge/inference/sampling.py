@@ -18,6 +18,15 @@ def eos_list(eos_id: EosIds) -> list[int]:
     return [int(eos_id)] if isinstance(eos_id, int) else [int(i) for i in eos_id]
 
 
+def stop_rules(idx: torch.Tensor, cfg, eos_id: EosIds):
+    """What every generation loop starts from: (the EOS ids it stops at — none when
+    ``cfg.stop_at_eos`` is off —, them as a tensor on ``idx``'s device, the generator seeded
+    by ``cfg.seed``)."""
+    eos = eos_list(eos_id) if cfg.stop_at_eos else []
+    return eos, torch.tensor(eos, dtype=torch.long, device=idx.device), \
+        make_generator(cfg.seed, idx.device)
+
+
 def make_generator(seed: int | None, device) -> torch.Generator | None:
     """A seeded generator on ``device`` (None: the global RNG)."""
     if seed is None:
