@@ -104,7 +104,7 @@ def common(args, out: Path, minutes: float, steps: int) -> list[str]:
     return [f'out_dir="{out}"', f"seed={args.seed}", f"train.max_steps={steps}",
             f"train.max_minutes={minutes}", f"train.batch_size={args.batch_size}",
             f"train.lr={args.lr}", "train.checkpoint_every=0", f'train.device="{args.device}"',
-            f"train.warmup_steps={max(1, steps // 10)}", "train.weight_decay=0.01",
+            f"train.warmup_steps={max(1, min(steps // 10, 300))}", "train.weight_decay=0.01",
             f"train.progress={'true' if args.progress else 'false'}"]
 
 

@@ -133,11 +133,14 @@ def main() -> None:
                 ("transformers GPT2LMHeadModel, bf16 autocast", bf16(hf)),
                 ("lmforge, bf16 autocast (train.dtype=auto here)", bf16(ours))]
     if args.compile:
-        variants.append(("lmforge + torch.compile", lambda: ours(True)))
+        variants += [("lmforge + torch.compile", lambda: ours(True)),
+                     ("lmforge + torch.compile, bf16 autocast", bf16(lambda: ours(True)))]
     if args.nanogpt:
         variants.append(("nanoGPT model.py, fp32", lambda: nanogpt(args.nanogpt)))
         if args.compile:
-            variants.append(("nanoGPT + torch.compile", lambda: nanogpt(args.nanogpt, True)))
+            variants += [("nanoGPT + torch.compile", lambda: nanogpt(args.nanogpt, True)),
+                         ("nanoGPT + torch.compile, bf16 autocast",
+                          bf16(lambda: nanogpt(args.nanogpt, True)))]
     # interleave the measurements so that machine noise hits both alike
     results = {name: [] for name, _ in variants}
     built = {name: make() for name, make in variants}

@@ -69,6 +69,9 @@ def _logical_tensors(model: nn.Module, exclude: Sequence[str] = (),
     return sorted(out, key=lambda t: t[0])
 
 
+_HASH_SLICE = 1 << 20  # elements hashed at a time
+
+
 def base_fingerprint(model: nn.Module, exclude: Sequence[str] | None = None) -> str:
     """sha256 over the base model's parameter names and shapes and the values (rounded to
     bfloat16, so an fp32 and a bf16 copy agree) of the tensors that adapters and NF4 leave
@@ -79,9 +82,11 @@ def base_fingerprint(model: nn.Module, exclude: Sequence[str] | None = None) -> 
     exclude = saved_modules(model) if exclude is None else tuple(exclude)
     for name, shape, t in _logical_tensors(model, exclude):
         h.update(f"{name}:{shape};".encode())
-        if t is not None:
-            bits = t.detach().to(torch.bfloat16).contiguous().view(torch.int16).cpu().numpy()
-            h.update(np.ascontiguousarray(bits).tobytes())
+        if t is not None:  # in slices: no second copy of an embedding table in memory
+            flat = t.detach().reshape(-1)
+            for i in range(0, flat.numel(), _HASH_SLICE):
+                bits = flat[i:i + _HASH_SLICE].to(torch.bfloat16).view(torch.int16).cpu()
+                h.update(np.ascontiguousarray(bits.numpy()).data)
     return h.hexdigest()[:16]
 
 

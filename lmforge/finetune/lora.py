@@ -156,32 +156,25 @@ class LoRALinear(nn.Module):
         self.merged = False
 
     def merged_linear(self) -> nn.Linear:
-        """A new plain ``nn.Linear`` computing base + update (NF4 bases are dequantised)."""
+        """A plain ``nn.Linear`` computing base + update. An fp base absorbs the update in place
+        and is returned (no second copy of the weight: merging a whole model needs no extra
+        memory; this adapter layer is spent afterwards); an NF4 base is dequantised into a new
+        fp32 layer."""
         if isinstance(self.base, NF4Linear):
             w, bias = self.base.dequantize(torch.float32), self.base.bias
-        elif self.merged and self._original_weight is None:  # merged in place, nothing to add
-            return _copy_linear(self.base)
-        else:
-            w = (self._original_weight if self.merged else self.base.weight).detach()
-            bias = self.base.bias
-        out = nn.Linear(self.in_features, self.out_features, bias=bias is not None,
-                        device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            out.weight.copy_((w.double() + self.delta_weight(torch.float64)).to(w.dtype))
-            if bias is not None:
-                out.bias.copy_(bias)
-        out.requires_grad_(False)
-        return out
+            out = nn.Linear(self.in_features, self.out_features, bias=bias is not None,
+                            device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                out.weight.copy_((w.double() + self.delta_weight(torch.float64)).to(w.dtype))
+                if bias is not None:
+                    out.bias.copy_(bias)
+            return out.requires_grad_(False)
+        self.merge(keep_original=False)
+        self._original_weight = None
+        return self.base.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha:g}, merged={self.merged}"
-
-
-def _copy_linear(lin: nn.Linear) -> nn.Linear:
-    out = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None,
-                    device=lin.weight.device, dtype=lin.weight.dtype)
-    out.load_state_dict(lin.state_dict())
-    return out.requires_grad_(False)
 
 
 @dataclass

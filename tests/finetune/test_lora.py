@@ -95,6 +95,24 @@ def test_merge_lora_gives_plain_linears(model, tokens):
     torch.testing.assert_close(model(tokens), out, rtol=0, atol=1e-5)
 
 
+def test_merge_lora_reuses_the_base_weights(model, tokens):
+    """Merging folds each update into the base weight's own storage: merging a whole model
+    (the QLoRA run's final merge into the float base) needs no second copy of its linears.
+    Merged layers equal base + (alpha / r) B A computed by hand."""
+    inject_lora(model, LoRAConfig(rank=4, alpha=8, targets=ALL_LINEAR))
+    randomise_b(model)
+    layers = lora_layers(model)
+    storage = {n: m.base.weight.data_ptr() for n, m in layers.items()}
+    expect = {n: m.base.weight.detach().double() + (m.lora_B.double() @ m.lora_A.double()) * 2.0
+              for n, m in layers.items()}
+    merge_lora(model)
+    for n in layers:
+        w = model.get_submodule(n).weight
+        assert w.data_ptr() == storage[n], n  # the same tensor, updated in place
+        assert not w.requires_grad
+        torch.testing.assert_close(w.double(), expect[n], rtol=0, atol=1e-6)
+
+
 def test_disable_adapters(model, tokens):
     ref = model(tokens)
     inject_lora(model)
