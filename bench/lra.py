@@ -191,8 +191,9 @@ def main() -> None:
             rows.append([backend, task, f"{100 * r['accuracy']:.2f}",
                          f"{paper:.2f} ({name})" if paper else "-", str(r["steps"]),
                          f"{r['seconds']:.0f} s", f"{r['peak'] / 2**20:.0f} MiB {r['peak_kind']}"])
-    print(f"\nLRA, 2 layers x 64 wide, 2 heads, ff 128; ListOps {args.listops_len} tokens, text "
-          f"{args.text_len} bytes; {args.train} train / {args.test} test; "
+    data = {"listops": f"ListOps {args.listops_len} tokens", "text": f"text {args.text_len} bytes"}
+    print(f"\nLRA, 2 layers x 64 wide, 2 heads, ff 128; {', '.join(data[t] for t in tasks)}; "
+          f"{args.train} train / {args.test} test; "
           f"{args.minutes:g} min or {args.steps} steps; MLM pre-training {args.pretrain_steps}")
     print(machine())
     print(table(["backend", "task", "test acc %", "LRA Table 1 %", "steps", "time", "peak mem"],
