@@ -11,7 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -86,7 +85,7 @@ def base_fingerprint(model: nn.Module, exclude: Sequence[str] | None = None) -> 
             flat = t.detach().reshape(-1)
             for i in range(0, flat.numel(), _HASH_SLICE):
                 bits = flat[i:i + _HASH_SLICE].to(torch.bfloat16).view(torch.int16).cpu()
-                h.update(np.ascontiguousarray(bits.numpy()).data)
+                h.update(bits.numpy())  # contiguous: hashed without a bytes copy
     return h.hexdigest()[:16]
 
 
