@@ -30,12 +30,13 @@ from .accumulate import micro_weights
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, broadcast_flag, init_distributed, resolve_device
-from .parallel import (apply_activation_checkpointing, compile_model, gradient_sync, shard_model,
-                       wrap_ddp)
-from .sharded import full_model_state, list_sharded, load_sharded, save_sharded
 from .early_stopping import EarlyStopping
 from .metrics import MetricsLog
 from .optim import lr_at, make_optimizer
+from .parallel import (apply_activation_checkpointing, compile_model, gradient_sync, shard_model,
+                       wrap_ddp)
+from .precision import autocast_dtype
+from .sharded import full_model_state, list_sharded, load_sharded, save_sharded
 from .signals import StopSignals, exit_code
 
 Batch = object
@@ -71,28 +72,6 @@ def _to_device(batch, device):
     if isinstance(batch, dict):
         return {k: _to_device(v, device) for k, v in batch.items()}
     return batch
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def autocast_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 autocast on GPUs and CPUs with hardware bf16 (weights and optimiser
-    state stay fp32), fp16 on older GPUs, fp32 elsewhere."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 class Trainer:
