@@ -2,9 +2,11 @@
 plain PyTorch loop over transformers' GPT2LMHeadModel of the same shape, in the same run.
 
 Shape (issue #2): 6 layers, 6 heads, d_model 384, context 256, character vocabulary (65),
-batch 12. Both models: fp32, dropout 0, AdamW(lr 1e-3, wd 0.1), grad clip 1.0.
+batch 12. Every model: fp32 weights, dropout 0, exact (erf) GELU as nanoGPT's ``nn.GELU()``
+(``--gelu tanh`` times GPT-2's tanh approximation in lmforge and transformers instead; nanoGPT
+has only the exact one), AdamW(lr 1e-3, wd 0.1), grad clip 1.0.
 
-    python bench/train_throughput.py [--steps 20] [--compile] [--nanogpt PATH/model.py]
+    python bench/train_throughput.py [--steps 20] [--compile] [--nanogpt PATH/model.py] [--gelu tanh]
 
 The two "ceiling" rows are the physical limit: the step's FLOPs (nanoGPT's 6N + 12LCT per
 token) at the rate of this machine's best matrix product of the model's shape. No
@@ -34,6 +36,8 @@ from lmforge.models import ModelConfig, build_model  # noqa: E402
 from lmforge.training import make_optimizer  # noqa: E402
 
 V, L, H, C, T, B = 65, 6, 6, 384, 256, 12
+GELU = {"exact": ("gelu", "gelu"), "tanh": ("gelu_tanh", "gelu_new")}  # lmforge, transformers
+gelu = "exact"
 
 
 def bf16(make):
@@ -51,7 +55,7 @@ def bf16(make):
 def ours(compile_: bool = False, **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=V, n_layer=L, n_head=H, d_model=C, context_length=T,
-                      activation="gelu_tanh", **kw)
+                      activation=GELU[gelu][0], **kw)
     model = build_model(cfg).train()
     fwd = torch.compile(model) if compile_ else model
     opt = make_optimizer(model, 1e-3, 0.1)
@@ -66,7 +70,8 @@ def hf():
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=V, n_positions=T, n_embd=C, n_layer=L, n_head=H,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     activation_function=GELU[gelu][1])
     model = GPT2LMHeadModel(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
 
@@ -125,7 +130,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time lmforge with torch.compile")
     ap.add_argument("--nanogpt", help="nanoGPT's model.py, timed as a peer")
+    ap.add_argument("--gelu", choices=list(GELU), default="exact",
+                    help="GELU of lmforge and transformers (nanoGPT's is always exact)")
     args = ap.parse_args()
+    global gelu
+    gelu = args.gelu
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, V, (B, T), generator=g)
     y = torch.randint(0, V, (B, T), generator=g)
@@ -165,7 +174,8 @@ def main() -> None:
         rows.append([name, f"{s * 1000:.0f} ms", f"{B * T / s:,.0f}", f"{peer / s:.2f}x",
                      f"{same / s:.2f}x"])
         print(f"{dtype}: GEMM {rate / 1e9:.0f} GFLOP/s; {flops_per_step() / 1e9:.1f} GFLOP a step")
-    print(f"training step, {L} layers x {C} wide, {H} heads, context {T}, batch {B}, vocab {V}")
+    print(f"training step, {L} layers x {C} wide, {H} heads, context {T}, batch {B}, vocab {V}, "
+          f"{gelu} GELU")
     print(machine())
     print(table(["model", "step time", "tokens/s", "vs fp32 peer", "vs same-precision peer"],
                 rows))
