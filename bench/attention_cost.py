@@ -41,7 +41,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import machine, table
+from bench.common import machine, rss_mib, table
 from lmforge.blocks import (
     ATTENTION_BACKENDS,
     AttentionOptions,
@@ -50,14 +50,6 @@ from lmforge.blocks import (
 )
 
 RESULTS = ROOT / "bench" / "results"
-
-
-def rss_mib() -> float:
-    """Current resident set size of this process (Linux /proc), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def vm_bytes() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -12,6 +13,14 @@ import torch
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (Linux /proc), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def timeit(fn, warmup: int, iters: int) -> float:

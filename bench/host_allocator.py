@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import machine, table
+from bench.common import machine, rss_mib, table
 
 LIBS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
         "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
@@ -39,11 +39,6 @@ SETTINGS = [  # (name, environment, malloc_trim every N steps)
     ("jemalloc (LD_PRELOAD)", {"LD_PRELOAD": LIBS["jemalloc"]}, 0),
     ("tcmalloc (LD_PRELOAD)", {"LD_PRELOAD": LIBS["tcmalloc"]}, 0),
 ]
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def child(steps: int, trim_every: int) -> None:
