@@ -197,8 +197,10 @@ class SFTTask(Task):
             origin=st["base_meta"].source)).with_fields(**fields)
         if s.mode == "lora":
             merged = merge_lora(model)
-        else:  # the adapter merged into the full-precision base
-            merged = load_with_adapter(s.init_from, run.out / ADAPTER_DIR).model
+        else:  # the adapter merged into the full-precision base, read tensor by tensor (a
+            # dtype read is never memory-mapped: a mapped file's pages and their merged
+            # copies would both count)
+            merged = load_with_adapter(s.init_from, run.out / ADAPTER_DIR, dtype="float32").model
         generation = sft_generation(st["base_meta"], st["template"])
         if generation:
             meta = meta.with_fields(generation=generation)

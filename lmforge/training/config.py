@@ -66,6 +66,11 @@ class TrainConfig:
     pass (only the residual stream between blocks is stored); ``selective`` recomputes only
     each block's feed-forward (its wide hidden layer is the largest activation). Any task,
     LoRA and QLoRA included."""
+    host_memory: Literal["default", "compact"] = "default"
+    """The CPU heap: ``compact`` (glibc only) maps and unmaps every block above 256 KiB, so the
+    resident memory follows the live tensors instead of keeping every freed activation; it
+    costs time where a small model allocates many mid-sized temporaries (docs/training.md has
+    both measured). Pair it with activation checkpointing for the lowest peak memory."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under ``torchrun`` with several processes: ``ddp`` = a full model copy per process,
     gradients all-reduced; ``fsdp`` = FSDP2 (``fully_shard`` per block, then the root):

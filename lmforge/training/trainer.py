@@ -31,6 +31,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_chec
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, broadcast_flag, init_distributed, resolve_device
 from .early_stopping import EarlyStopping
+from .host_memory import set_host_memory
 from .metrics import MetricsLog
 from .optim import lr_at, make_optimizer
 from .parallel import (apply_activation_checkpointing, compile_model, gradient_sync, shard_model,
@@ -112,6 +113,7 @@ class Trainer:
         self.early_stopping = early_stopping
         self.on_best = on_best
         self.dtype = autocast_dtype(cfg.dtype, self.device)
+        set_host_memory(cfg.host_memory)
         apply_activation_checkpointing(model, cfg.activation_checkpointing)
         self.sharded = self.dist.enabled and cfg.parallel == "fsdp"  # (DCP checkpoints)
         self._plain_copy = copy.deepcopy(model).cpu() if self.sharded and self.dist.is_main \

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmforge.data.chat import builtin_instructions_path
-from lmforge.finetune import load_adapter
+from lmforge.finetune import load_adapter, load_with_adapter
 from lmforge.errors import ConfigError
 from lmforge.modeldir import Generation, ModelMeta, load_model_dir, save_model_dir
 from lmforge.models import ModelConfig, build_model
@@ -71,6 +71,12 @@ def test_qlora_and_full_sft(base_dir, tmp_path):
     assert q.metrics["nf4_bytes_per_param"] < 0.6
     assert q.metrics["heldout_loss_after"] < q.metrics["heldout_loss_before"]
     assert (tmp_path / "qlora" / "adapter" / "adapter_model.safetensors").is_file()
+    # the merged directory: the adapter merged into the full-precision base (read tensor by
+    # tensor at the end of training), the same weights as loading the two afterwards
+    merged = load_model_dir(tmp_path / "qlora").model.state_dict()
+    ref = load_with_adapter(base_dir, tmp_path / "qlora" / "adapter").model.state_dict()
+    assert merged.keys() == ref.keys()
+    assert all(torch.equal(merged[k], ref[k]) for k in ref)
     f = run(base_dir, tmp_path / "full", "full", steps=20)
     assert f.metrics["trainable_share"] == 1.0
     assert f.metrics["heldout_loss_after"] < f.metrics["heldout_loss_before"]
