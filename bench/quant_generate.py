@@ -9,10 +9,11 @@ distribution; see bench/llama_cpp_decode.py) or it is importable here.
 Columns: tokens/s, the ratio to transformers float32, the perplexity change on held-out text
 (the last --chars characters of Tiny Shakespeare, against lmforge float32), and the fraction of
 the measured memory bandwidth (a large tensor copy) the weight bytes read per token imply.
-The int4 model also runs through the fast one-token step (``lmforge.inference.compiled``):
-fused q/k/v and gate/up matmuls without the general forward's overhead ("fast step"), and that
-step through ``torch.compile`` ("compiled", ``generate --compile``; compile time excluded,
-printed); their perplexity is the int4 row's (the same weights and forward).
+The int4 model and the GGUF Q4_1 model also run through the fast one-token step
+(``lmforge.inference.compiled``): fused q/k/v and gate/up matmuls without the general forward's
+overhead ("fast step"), and that step through ``torch.compile`` ("compiled", ``generate
+--compile``; compile time excluded, printed); their perplexity is their model's (the same
+weights and forward).
 
     python bench/quant_generate.py [--new-tokens 128] [--chars 4000] [--threads N] \
         [--llama-python ~/llamacpp-venv/bin/python]
@@ -99,10 +100,12 @@ def run_rows(path: Path, q41: Path, args) -> list[list]:
                 ("lmforge int8", path, None, "int8"), (int4, path, None, "int4"),
                 (int4 + " fast step", path, None, "int4:fast"),
                 (int4 + " compiled", path, None, "int4:compiled"),
-                ("lmforge GGUF Q4_1 direct", q41, None, None)]
+                ("lmforge GGUF Q4_1 direct", q41, None, None),
+                ("lmforge GGUF Q4_1 direct, fast step", q41, None, ":fast"),
+                ("lmforge GGUF Q4_1 direct, compiled", q41, None, ":compiled")]
     bw = bandwidth()
     text = DATA.read_text(encoding="utf-8")[-args.chars:] if DATA.is_file() else None
-    n, results, base_ppl = args.new_tokens, [], None
+    n, results, base_ppl, ppl_of = args.new_tokens, [], None, {}
     x = None
     for label, d, dtype, quant in variants:
         quant, _, fast = (quant or "").partition(":")
@@ -117,12 +120,12 @@ def run_rows(path: Path, q41: Path, args) -> list[list]:
             print(f"{label}: warm-up with compilation {warm:.0f} s")
         s = min(_time(lambda m=lm.model, x=x, cfg=cfg: generate(m, x, cfg)) for _ in range(2))
         wb = weight_bytes(lm.model)
-        if fast:  # the int4 row's perplexity: the same weights and forward
-            ppl_text = results[3][2]
+        if fast:  # the perplexity of the row with the same weights and forward
+            ppl_text = ppl_of[(d, quant)]
         else:
             ppl = _ppl(lm, text)
             base_ppl = base_ppl or ppl
-            ppl_text = f"{ppl:.3f} ({100 * (ppl / base_ppl - 1):+.2f}%)"
+            ppl_text = ppl_of[(d, quant)] = f"{ppl:.3f} ({100 * (ppl / base_ppl - 1):+.2f}%)"
         results.append([label, n / s, ppl_text, f"{wb / 1e6:.0f} MB",
                         f"{100 * wb * n / s / bw:.0f}%"])
     hf_rate = hf_tokens_per_s(path, x, n)

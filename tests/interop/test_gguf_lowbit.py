@@ -10,6 +10,8 @@ from torch.nn import functional as F
 gguf = pytest.importorskip("gguf")
 
 from lmforge.cli.main import main
+from lmforge.inference import GenerationConfig, generate
+from lmforge.inference.compiled import enable_fast_decode
 from lmforge.inference.quant import (
     Int4WeightLinear,
     dequantize_int4,
@@ -53,7 +55,8 @@ def test_import_keep_quant_matches_the_float_import(tokenizer, tmp_path):  # noq
     """A llama GGUF (Q4_1 blocks: q/k rows permuted by llama.cpp; tied head from a Q4_1
     token_embd) imported keeping its codes: the same logits as the float import, up to the
     kernels' bfloat16 rounding; with the exact fallback up to float rounding."""
-    hf = _write_gguf(tmp_path / "m.gguf", _hf_model("llama", True), tokenizer, "llama", Q.Q4_1)
+    hf = _write_gguf(tmp_path / "m.gguf", _hf_model("llama", True, width=128), tokenizer, "llama",
+                     Q.Q4_1)
     del hf
     assert main(["import", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "f")]) == 0
     assert main(["import", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "q"),
@@ -67,5 +70,11 @@ def test_import_keep_quant_matches_the_float_import(tokenizer, tmp_path):  # noq
     with torch.no_grad():
         want, got = ref(x), lm.model(x)
     assert float((got - want).abs().max() / want.abs().max()) < 3e-2
+    # the fast one-token step fuses the Q4_1 layers and decodes the same greedy tokens
+    cfg = GenerationConfig(max_new_tokens=8, temperature=0, stop_at_eos=False)
+    plain = generate(lm.model, x[:1], cfg)
+    dec = enable_fast_decode(lm.model)
+    assert dec is not None and all(None not in pair for pair in dec.fused)
+    assert torch.equal(generate(lm.model, x[:1], cfg), plain)
     assert main(["import", str(tmp_path / "f"), "--out", str(tmp_path / "z"),
                  "--keep-quant"]) == 2  # not a .gguf file
