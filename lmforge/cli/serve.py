@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..blocks.kv_cache import kv_dtype_name, set_kv_cache_dtype
 from ..errors import ConfigError
+from ..inference.quant import DEFAULT_GROUP_SIZE, DEFAULT_HEAD, check_mode
 from ..serve import Limits, create_app, load_all
 from .arguments import (
     add_kv_cache_argument,
@@ -16,6 +17,7 @@ from .arguments import (
     positive_int,
 )
 from .output import say
+from .quantize import add_quant_arguments
 from .registry import Command
 
 
@@ -35,15 +37,20 @@ def read_api_key(key: str | None, key_file: str | None) -> str | None:
 def serve(model_dirs: list[str], *, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, max_batch: int = 8, max_queue: int = 64,
           limits: Limits | None = None, cors_origins: list[str] | None = None,
-          device: str = "cpu", dtype: str | None = None, kv_cache: str | None = None) -> None:
+          device: str = "cpu", dtype: str | None = None, kv_cache: str | None = None,
+          quant: str | None = None, group_size: int = DEFAULT_GROUP_SIZE,
+          head_quant: str = DEFAULT_HEAD) -> None:
     """Load the model directories and serve them until interrupted (Ctrl-C shuts down
     gracefully: running requests end, the engine threads stop). ``kv_cache``: the decoders'
-    KV-cache precision (fp32, bf16, int8; default the compute dtype)."""
+    KV-cache precision (fp32, bf16, int8; default the compute dtype); ``quant``: int8/int4
+    weights for the decoders, quantised as they load (docs/quantization.md)."""
     kv_cache = kv_dtype_name(kv_cache)  # a bad value fails before the models load
+    if quant:
+        check_mode(quant, group_size, head=head_quant)
     import uvicorn  # the server's own dependency, needed only by this command
 
     models = load_all(model_dirs, max_batch=max_batch, max_queue=max_queue, device=device,
-                      dtype=dtype)
+                      dtype=dtype, quant=quant, group_size=group_size, head_quant=head_quant)
     for m in models.values():
         if m.engine is not None:  # the decoders' batcher (seq2seq caches stay as they are)
             set_kv_cache_dtype(m.engine.model, kv_cache)
@@ -78,6 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     add_kv_cache_argument(p)
+    add_quant_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -86,7 +94,8 @@ def run(args: argparse.Namespace) -> None:
     serve(args.model_dirs, host=args.host, port=args.port,
           api_key=read_api_key(args.api_key, args.api_key_file), max_batch=args.max_batch,
           max_queue=args.max_queue, limits=limits, cors_origins=args.cors_origin,
-          device=args.device, dtype=args.dtype, kv_cache=args.kv_cache)
+          device=args.device, dtype=args.dtype, kv_cache=args.kv_cache, quant=args.quant,
+          group_size=args.group_size, head_quant=args.head_quant)
 
 
 COMMANDS = [Command("serve", "an OpenAI-compatible HTTP server (continuous batching) with a "

@@ -16,7 +16,8 @@ from ..inference import Classifier
 from ..inference.chat import ChatSession
 from ..inference.settings import GenerationSettings, generation_settings
 from ..inference.translate import Translator
-from ..modeldir import LoadedModel, load_model_dir
+from ..inference.quant import DEFAULT_GROUP_SIZE, DEFAULT_HEAD, load_for_inference
+from ..modeldir import LoadedModel, read_config
 from ..modeldir.directory import load_source_tokenizer
 from ..models import model_kind
 from ..models.config import RECURRENT_ARCHS
@@ -78,10 +79,18 @@ def _decoder_mean(lm: LoadedModel, ids: list[int]) -> np.ndarray:  # (C,)
 
 
 def load_served(path: str | Path, *, max_batch: int, max_queue: int,
-                device: str = "cpu", dtype: str | None = None) -> ServedModel:
-    """Load one model directory for serving (a decoder gets its engine thread)."""
+                device: str = "cpu", dtype: str | None = None, quant: str | None = None,
+                group_size: int = DEFAULT_GROUP_SIZE, head_quant: str = DEFAULT_HEAD
+                ) -> ServedModel:
+    """Load one model directory for serving (a decoder gets its engine thread). A quantised
+    directory (``lmforge quantize``, ``import --keep-quant``) loads as such; ``quant``
+    (int8/int4, with ``group_size`` and ``head_quant``) quantises a float decoder as it loads,
+    as ``generate --quant`` does."""
     path = Path(path)
-    lm = load_model_dir(path, device=device, dtype=dtype)
+    if quant and (kind := model_kind(read_config(path))) != "decoder":
+        raise ConfigError(f"--quant: {path} is a {kind} model; quantised serving is for "
+                          "decoders (completions and chat)")
+    lm = load_for_inference(path, device, dtype, quant, group_size, head_quant)
     kind = model_kind(lm.config)
     if kind in RECURRENT_ARCHS:
         raise ConfigError(f"{path}: a recurrent LM (model.arch = {kind!r}) cannot be served (the "
