@@ -132,7 +132,8 @@ def run_rows(path: Path, q41: Path, args) -> list[list]:
     results.append(["transformers float32", hf_rate, "", "", ""])
     results += llama_cpp_row(n, x, args.llama_python)
     llama = results[-1][1] if results[-1][0].startswith("llama.cpp") else math.nan
-    return [[r[0], f"{r[1]:.1f}", f"{r[1] / hf_rate:.2f}x", f"{r[1] / llama:.2f}x", *r[2:]]
+    return [[r[0], f"{r[1]:.1f}", f"{r[1] / hf_rate:.2f}x",
+             "-" if math.isnan(llama) else f"{r[1] / llama:.2f}x", *r[2:]]
             for r in results]
 
 

@@ -20,6 +20,7 @@ import torch
 from ..config import to_dict
 from ..files.lock import lock_output
 from ..modeldir.meta import ModelMeta, Source
+from ..training.host_memory import set_host_memory
 from .config import RunConfig
 from .registry import Task, TaskData, get_task
 from .steps import TrainRun, finish_run, machine, prepare_out_dir, write_run_file
@@ -80,6 +81,7 @@ def _train_task(cfg: RunConfig, *, resume: bool, overwrite: bool,
     if not cfg.task:  # run.toml records the task that ran, so --resume compares like with like
         cfg.task = task.name
     task.check(cfg)
+    set_host_memory(cfg.train.host_memory)  # before the model loads: its buffers come and go too
     out = prepare_out_dir(cfg, resume, overwrite, task.section)
     run = RunState(cfg, out, resume, task)
     run.tokenizer = task.tokenizer(run)
