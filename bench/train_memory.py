@@ -96,7 +96,7 @@ def main() -> None:
                     peaks[(mode, ckpt, host)] = peak, wall
                     print(f"{mode:6s} checkpointing={ckpt:6s} host_memory={host:8s} "
                           f"peak {peak:,.0f} MiB ({wall:.0f} s)", flush=True)
-    ref = peaks.get(("full", "none", "default"), peaks.get(("full", "none", host)))
+    ref = peaks.get(("full", "none", "default"), peaks.get(("full", "none", "compact")))
     for (mode, ckpt, host), (peak, wall) in peaks.items():
         rows.append([mode, ckpt, host, f"{peak:,.0f} MiB",
                      f"{peak / ref[0]:.2f}x" if ref else "-", f"{wall:.0f} s"])

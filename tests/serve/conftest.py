@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from live_server import LiveServer, free_port  # noqa: F401 (the tests' live server)
 
+from lmforge.inference import GenerationConfig, generation_settings, stream_ids
 from lmforge.modeldir import save_model_dir
 from lmforge.models import ModelConfig, build_model
 
@@ -26,6 +27,13 @@ def byte_tokenizer() -> Tokenizer:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
     return tok
+
+
+def alone(lm, prompt: str, n: int) -> str:
+    """lmforge's own greedy generation, one request at a time (the reference)."""
+    eos = generation_settings(lm.meta, lm.tokenizer).eos_token_ids
+    return "".join(stream_ids(lm.model, lm.tokenizer, lm.tokenizer.encode(prompt).ids,
+                              GenerationConfig(max_new_tokens=n, temperature=0), eos))
 
 
 def tiny_decoder(tok: Tokenizer, context: int = 160):

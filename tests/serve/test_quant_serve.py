@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from lmforge.cli.main import main
-from lmforge.inference import GenerationConfig, generation_settings, stream_ids
 from lmforge.inference.quant import Int8WeightLinear, load_for_inference
 from lmforge.modeldir import save_model_dir
 from lmforge.models import ModelConfig, build_model
 
-from conftest import API_KEY, byte_tokenizer
+from conftest import API_KEY, alone, byte_tokenizer
 from live_server import LiveServer
 
 pytest.importorskip("fastapi")
@@ -34,17 +33,11 @@ def _served_text(models, prompt: str, n: int) -> str:
         live.stop()
 
 
-def _alone(lm, prompt: str, n: int) -> str:
-    eos = generation_settings(lm.meta, lm.tokenizer).eos_token_ids
-    return "".join(stream_ids(lm.model, lm.tokenizer, lm.tokenizer.encode(prompt).ids,
-                              GenerationConfig(max_new_tokens=n, temperature=0), eos))
-
-
 def test_serve_quantises_on_load_and_serves_a_quantised_directory(tiny_dir, tmp_path):
     from lmforge.serve import load_all
 
     torch.set_num_threads(1)
-    want = _alone(load_for_inference(tiny_dir, quant="int8"), "To be, or not", 16)
+    want = alone(load_for_inference(tiny_dir, quant="int8"), "To be, or not", 16)
     models = load_all([str(tiny_dir)], max_batch=2, max_queue=4, quant="int8")
     assert isinstance(models["tiny"].lm.model.backbone.layers[0].attn.q_proj, Int8WeightLinear)
     assert _served_text(models, "To be, or not", 16) == want

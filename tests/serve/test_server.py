@@ -11,13 +11,10 @@ import httpx
 import pytest
 import torch
 
-from lmforge.inference import (
-    ChatSession,
-    GenerationConfig,
-    generation_settings,
-    stream_ids,
-)
+from lmforge.inference import ChatSession, GenerationConfig, stream_ids
 from lmforge.modeldir import load_model_dir
+
+from conftest import alone
 
 API_KEY = "test-key"  # as tests/serve/conftest.py serves it
 
@@ -27,13 +24,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 @pytest.fixture(scope="module")
 def ref(tiny_dir):
     return load_model_dir(tiny_dir)
-
-
-def alone(lm, prompt: str, n: int) -> str:
-    """lmforge's own greedy generation, one request at a time (the reference)."""
-    eos = generation_settings(lm.meta, lm.tokenizer).eos_token_ids
-    return "".join(stream_ids(lm.model, lm.tokenizer, lm.tokenizer.encode(prompt).ids,
-                              GenerationConfig(max_new_tokens=n, temperature=0), eos))
 
 
 def metric(server, name: str) -> float:
