@@ -2,9 +2,6 @@
 ChatML tokens, weights scaled so greedy replies vary), and a live server on a free port in a
 background thread, driven over HTTP."""
 
-import socket
-import threading
-import time
 
 import pytest
 import torch
