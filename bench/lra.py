@@ -180,7 +180,9 @@ def main() -> None:
         for task in tasks:
             cmd = [sys.executable, __file__, *sys.argv[1:], "--child", f"{backend}:{task}",
                    "--ctx", str(ctxs[task])]
-            res = subprocess.run(cmd, capture_output=not args.progress, text=True, check=False)
+            # stdout carries the result line; stderr the progress bars (shown with --progress)
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
+                                 stderr=None if args.progress else subprocess.PIPE)
             lines = [ln for ln in (res.stdout or "").splitlines() if ln.startswith("LRA_RESULT")]
             if res.returncode or not lines:
                 print(f"{backend} {task}: failed\n{(res.stderr or '')[-2000:]}", file=sys.stderr)

@@ -223,7 +223,7 @@ def _step(model: nn.Module, ids: torch.Tensor, kv) -> torch.Tensor:
     return model(ids, cache=kv, last_only=True)[:, -1]
 
 
-def _feed_xl(model: nn.Module, memory, ids: torch.Tensor) -> torch.Tensor:
+def feed_xl(model: nn.Module, memory, ids: torch.Tensor) -> torch.Tensor:
     """Run ids (B, n) through an XL model in pieces that fill the memory's current segment;
     the logits of the last position, (B, V)."""
     logits = None
@@ -246,7 +246,7 @@ def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
         raise GenerationError("the prompt is empty; give at least one token")
     eos, eos_t, gen = stop_rules(idx, cfg, eos_id)
     memory = model.new_memory()
-    logits = _feed_xl(model, memory, idx)
+    logits = feed_xl(model, memory, idx)
     history = idx
     done = torch.zeros(B, dtype=torch.bool, device=idx.device)
     for step in range(cfg.max_new_tokens):
@@ -255,7 +255,7 @@ def generate_xl(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,
         if step == cfg.max_new_tokens - 1 or bool(done.all()):
             return  # the last token is not fed back
         history = torch.cat([history, nxt[:, None]], dim=1)
-        logits = _feed_xl(model, memory, nxt[:, None])
+        logits = feed_xl(model, memory, nxt[:, None])
 
 
 def generate(model: nn.Module, idx: torch.Tensor, cfg: GenerationConfig,

@@ -30,6 +30,9 @@ class BatchCache:
     """The shared KV cache of the running rows, their first real positions and whether the
     model takes per-row positions (ALiBi looks at distances only: absolute indices do)."""
 
+    bounded = True
+    """Prompt and output together stay within the model's context length."""
+
     def __init__(self, model: nn.Module):
         self.model = model
         self.kv: KVCache | None = None
@@ -60,6 +63,12 @@ class BatchCache:
         L = self.length
         for old_t, new_t in zip(self.kv.buffers(), new.buffers()):
             new_t[:self.rows, :, L + shift - keep:L + shift] = old_t[:, :, L - keep:L]
+
+    @torch.no_grad()
+    def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        """Run one prompt (1, T) alone: (next-token logits (1, V), its batch-1 cache)."""
+        kv = self.model.new_cache(1, max_len=idx.shape[1])
+        return self.model(idx, cache=kv, last_only=True)[:, -1], kv
 
     def add(self, row: KVCache) -> None:
         """Append a request whose prompt was prefilled alone (a batch-1 cache)."""

@@ -3,7 +3,9 @@
 
 Each iteration admits waiting requests (each prompt is prefilled alone, batch 1, and its
 first token sampled: exactly what :func:`lmforge.inference.generate_tokens` does), then runs
-one decoding step for all running rows together (:class:`lmforge.serve.batch.BatchCache`); a
+one decoding step for all running rows together (:class:`lmforge.serve.batch.BatchCache`; a
+Transformer-XL model's rows keep their own segment memories instead:
+:class:`lmforge.serve.segment_rows.SegmentRows`, :func:`running_rows`); a
 row that finished (end token, its token limit, the context, a cancel or its deadline) leaves
 the batch before the next step. Each row samples with its own settings and its own seeded
 generator, so greedy and seeded output is what the request would get alone.
@@ -28,6 +30,12 @@ from ..errors import GenerationError
 from ..inference.generate import GenerationConfig
 from ..inference.sampling import penalize_repetition, sample_next
 from .batch import BatchCache
+from .segment_rows import SegmentRows
+
+
+def running_rows(model: nn.Module) -> BatchCache | SegmentRows:
+    """The running-rows keeper for ``model``: a shared KV cache, or per-row XL memories."""
+    return SegmentRows(model) if getattr(model.cfg, "memory_length", 0) > 0 else BatchCache(model)
 
 
 class QueueFull(GenerationError):
@@ -76,7 +84,7 @@ class Engine:
         self.max_batch, self.max_queue = max_batch, max_queue
         self.waiting: queue.Queue[Request] = queue.Queue()
         self.running: list[Request] = []
-        self.batch = BatchCache(model)
+        self.batch = running_rows(model)
         self.next_tokens = torch.zeros(0, dtype=torch.long)  # (B,) the tokens to feed next
         self.stats = EngineStats()
         self._stop = threading.Event()
@@ -85,8 +93,9 @@ class Engine:
         self._thread.start()
 
     @property
-    def context(self) -> int:
-        return self.model.cfg.context_length
+    def context(self) -> int | None:
+        """Most tokens of prompt + output; None: unlimited (a Transformer-XL model)."""
+        return self.model.cfg.context_length if self.batch.bounded else None
 
     @property
     def queue_depth(self) -> int:
@@ -100,7 +109,7 @@ class Engine:
         """Queue a request; :class:`QueueFull` when ``max_queue`` are waiting already."""
         if not req.ids:
             raise GenerationError("the prompt is empty; give at least one token")
-        if len(req.ids) >= self.context:
+        if self.context is not None and len(req.ids) >= self.context:
             raise GenerationError(f"the prompt is {len(req.ids)} tokens but the model's context "
                                   f"is {self.context} tokens; shorten the prompt")
         if self.waiting.qsize() >= self.max_queue:
@@ -133,7 +142,7 @@ class Engine:
 
     def _fail_all(self, message: str | None) -> None:
         reqs = self.running + _drain(self.waiting)
-        self.running, self.batch = [], BatchCache(self.model)
+        self.running, self.batch = [], running_rows(self.model)
         self.next_tokens = torch.zeros(0, dtype=torch.long)
         for r in reqs:
             r.sink(("done", "shutdown") if message is None else ("error", message))
@@ -159,14 +168,13 @@ class Engine:
             req.generator.manual_seed(req.gen.seed)
         if req.gen.max_new_tokens == 0:
             return self._finish(req, "length")
-        kv = self.model.new_cache(1, max_len=len(req.ids))
-        logits = self.model(idx, cache=kv, last_only=True)[:, -1]  # (1, V)
+        logits, state = self.batch.prefill(idx)  # (1, V), a KV cache or an XL memory
         self.stats.prompt_tokens += len(req.ids)
         tok = self._pick(req, logits[0])
         reason = self._emit(req, tok, logits[0])
         if reason:
             return self._finish(req, reason)
-        self.batch.add(kv)
+        self.batch.add(state)
         self.running.append(req)
         self.next_tokens = torch.cat([self.next_tokens, torch.tensor([tok])])
 
@@ -205,8 +213,8 @@ class Engine:
         self.stats.tokens_generated += 1
         req.generated.append(tok)
         req.sink(("token", tok, _logprob_info(logits, tok, req.logprobs)))
-        if len(req.generated) >= req.gen.max_new_tokens or \
-                len(req.ids) + len(req.generated) >= self.context:
+        if len(req.generated) >= req.gen.max_new_tokens or (
+                self.context is not None and len(req.ids) + len(req.generated) >= self.context):
             return "length"
         return None
 

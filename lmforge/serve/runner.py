@@ -37,19 +37,20 @@ def make_choices(served: ServedModel, jobs: list[tuple[list[int], list[int]]], s
                  limits: Limits, sink_for) -> list[Choice]:
     """``n`` choices per (prompt ids, stop ids) job; a prompt that does not fit is refused.
     Seeded choices get seeds seed, seed + 1, ..."""
-    ctx = served.context
+    ctx = served.engine.context  # None: no limit (a Transformer-XL model)
     choices = []
     deadline = time.monotonic() + limits.timeout if limits.timeout else None
     for p, (ids, eos) in enumerate(jobs):
         if not ids:
             raise BadRequest("the prompt is empty; give at least one token", param="prompt")
-        if len(ids) >= ctx:
+        if ctx is not None and len(ids) >= ctx:
             raise BadRequest(f"the prompt is {len(ids)} tokens but the model's context is {ctx} "
                              "tokens; shorten it", param="prompt")
         for k in range(s.n):
             i = len(choices)
             seed = None if s.gen.seed is None else s.gen.seed + k
-            gen = replace(s.gen, seed=seed, max_new_tokens=min(s.gen.max_new_tokens, ctx - len(ids)))
+            most = s.gen.max_new_tokens if ctx is None else min(s.gen.max_new_tokens, ctx - len(ids))
+            gen = replace(s.gen, seed=seed, max_new_tokens=most)
             req = Request(list(ids), gen, list(eos), sink_for(i), s.logprobs, deadline)
             choices.append(Choice(i, p, req, TextStream(served.lm.tokenizer, gen.stop)))
     return choices
