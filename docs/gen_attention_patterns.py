@@ -4,7 +4,7 @@ which keys (columns) each query (rows) may attend to, encoder and decoder side b
     python docs/gen_attention_patterns.py [--length 64]
 
 Pattern backends (longformer, bigbird, sparse_strided, sparse_fixed, sliding_window, full) are
-drawn from :func:`lmforge.blocks.attention_sparse.pattern_mask`. Backends without a fixed
+drawn from :func:`lmforge.blocks.sparse_patterns.pattern_mask`. Backends without a fixed
 pattern (lsh, performer, linformer), when registered, are drawn as the attention weights they
 give one random input (mean over heads). They return no weight matrix, but their output is
 linear in the values, out = A v, so the values are set to the identity matrix and the output
@@ -30,7 +30,7 @@ from lmforge.blocks import (
     attention_forward,
     backend_settings,
 )
-from lmforge.blocks.attention_sparse import pattern_mask
+from lmforge.blocks.sparse_patterns import pattern_mask
 
 OUT = Path(__file__).resolve().parent / "images" / "attention"
 PATTERNS = {  # name -> (attention_options table, caption)

@@ -13,7 +13,7 @@ import torch
 from lmforge.blocks import AttentionOptions, attention_forward
 from lmforge.blocks import attention_backends as ab
 from lmforge.blocks.attention_blocked import banded_attention, blocked_pays
-from lmforge.blocks.attention_sparse import (
+from lmforge.blocks.sparse_patterns import (
     BigBirdSettings,
     FixedSettings,
     LongformerSettings,
@@ -107,6 +107,9 @@ SPARSE = {
     "longformer_dilated": LongformerSettings(local_window=3, global_tokens=[5], dilation=2),
     "longformer_no_globals": LongformerSettings(local_window=5, global_tokens=[]),
     "bigbird": BigBirdSettings(block_size=6, random_blocks=2),
+    "bigbird_wide": BigBirdSettings(block_size=5, window_blocks=5, global_blocks=2,
+                                    random_blocks=1),
+    "bigbird_no_globals": BigBirdSettings(block_size=4, global_blocks=0, random_blocks=3),
     "sparse_strided": StridedSettings(stride=5),
     "sparse_fixed": FixedSettings(block_size=7, summary=2),
 }
@@ -116,7 +119,7 @@ SPARSE = {
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("padded", [False, True])
 def test_gathered_equals_whole_mask_path(key, causal, padded):
-    name, T = key.split("_")[0] if key.startswith("longformer") else key, 47
+    name, T = key.split("_")[0] if key.startswith(("longformer", "bigbird")) else key, 47
     q, k, v = qkv(T, H=2, Hkv=2)
     real = padding(T, 30) if padded else torch.ones(2, T, dtype=torch.bool)
     kw = {"mask": real[:, None, None, :] if padded else None, "is_causal": causal,
@@ -143,6 +146,55 @@ def test_blocked_path_builds_no_whole_mask(monkeypatch, name, settings):
                                options=AttentionOptions(window=4 if name == "sliding_window"
                                                         else 0, settings=settings))
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name,settings", [("bigbird", BigBirdSettings(block_size=4)),
+                                           ("sparse_strided", StridedSettings(stride=4))])
+def test_window_is_a_view_not_a_gather(monkeypatch, name, settings):
+    """bigbird's neighbouring blocks and sparse_strided's band come from a strided view of K
+    and V (key_windows), not from the gathered path that copies each block's keys."""
+    from lmforge.blocks import attention_sparse
+
+    def refuse(*a, **kw):
+        raise AssertionError("the gathered path was taken")
+    monkeypatch.setattr(attention_sparse, "_gathered", refuse)
+    q, k, v = qkv(40)
+    real = padding(40, 31)
+    for causal in (False, True):
+        out, _ = attention_forward(name, q, k, v, mask=real[:, None, None, :], is_causal=causal,
+                                   options=AttentionOptions(settings=settings))
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_aligned_window_with_per_block_extra_keys(causal):
+    """banded_attention(aligned=True, extra=(nb, G)): every query of block n sees the whole
+    window of blocks n-1 .. n+1 (a decoder: n-1 .. n, not after itself) and the extra keys its
+    block lists (distinct, outside its window) where ``extra_valid`` says, against softmax
+    over that mask written out."""
+    T, bs = 30, 4
+    nb = -(-T // bs)
+    q, k, v = qkv(T)
+    g = torch.Generator().manual_seed(1)
+    outside = [[p for p in range(T + 3) if abs(p // bs - n) > 1] for n in range(nb)]
+    extra = torch.tensor([[o[int(i)] for i in torch.randperm(len(o), generator=g)[:3]]
+                          for o in outside])  # distinct keys outside the window, some >= T
+    valid = torch.rand(nb, 3, generator=g) > 0.3
+    real = padding(T, 26)
+    out = banded_attention(q, k, v, before=bs, after=0 if causal else bs, block=bs,
+                           padding=real[:, None, :], extra=extra, extra_valid=valid,
+                           causal=causal, aligned=True)
+    qpos, kpos = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    qb, kb = qpos // bs, kpos // bs
+    allowed = (kb >= qb - 1) & (kb <= (qb if causal else qb + 1))
+    for n in range(nb):
+        for e, ok in zip(extra[n].tolist(), valid[n].tolist()):
+            if ok and e < T:
+                allowed[n * bs:(n + 1) * bs, e] = True
+    if causal:
+        allowed = allowed & (kpos <= qpos)
+    ref = naive(q, k, v, allowed & real[:, None, None, :])
+    assert_same(out, ref, (q, k, v), rows=real)
 
 
 def test_threshold():

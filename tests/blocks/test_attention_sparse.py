@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmforge.blocks import ATTENTION_BACKENDS, AttentionOptions, attention_forward
-from lmforge.blocks.attention_sparse import (
+from lmforge.blocks.sparse_patterns import (
     BigBirdSettings,
     FixedSettings,
     LongformerSettings,
