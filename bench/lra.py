@@ -97,6 +97,8 @@ def model_overrides(args, backend: str, ctx: int) -> list[str]:
     out = ['model.arch="encoder"', "model.d_model=64", "model.n_head=2", "model.n_layer=2",
            "model.d_ff=128", f"model.context_length={ctx}", f'model.attention="{backend}"',
            "model.dropout=0.1", "tokenizer.kind=\"char\""]
+    if backend == "sliding_window":  # an encoder's window: |i - j| < 64, like longformer's 64
+        out.append("model.attention_window=64")
     return out + ([f"model.attention_options={toml_value(opts)}"] if opts else [])
 
 

@@ -35,7 +35,7 @@ from lmforge.blocks.sparse_patterns import pattern_mask
 OUT = Path(__file__).resolve().parent / "images" / "attention"
 PATTERNS = {  # name -> (attention_options table, caption)
     "full": ({}, "full: every key"),
-    "sliding_window": ({}, "sliding_window = 8 (decoders only)"),
+    "sliding_window": ({}, "sliding_window = 8"),
     "longformer": ({"local_window": 4, "global_tokens": [0, 32]},
                    "longformer: window 4, globals [0, 32]"),
     "longformer_dilated": ({"local_window": 4, "global_tokens": [0], "dilation": 2},
@@ -65,7 +65,8 @@ def draw(name: str, pictures: list[tuple[str, torch.Tensor]], path: Path) -> Non
 def pattern_pictures(key: str, table: dict, T: int):
     name = "longformer" if key.startswith("longformer") else key
     if name == "sliding_window":
-        return [("decoder", pattern_mask(name, None, T, True, window=8))]
+        return [(kind, pattern_mask(name, None, T, causal, window=8))
+                for kind, causal in (("encoder", False), ("decoder", True))]
     settings = backend_settings(name, table) if table else None
     out = [("encoder", pattern_mask(name, settings, T, False))]
     if ATTENTION_BACKENDS[name].causal:

@@ -50,10 +50,11 @@ class AttentionOptions:
     are."""
 
     window: int = 0
-    """Sliding window: each query attends to the last ``window`` positions, itself included
-    (key j is visible from query i when 0 <= i - j < window, so a window is causal); 0 = no
-    window. Applied to the mask for every backend; ``sliding_window`` also skips the keys
-    outside it."""
+    """Sliding window: in a causal layer each query attends to the last ``window`` positions,
+    itself included (key j is visible from query i when 0 <= i - j < window); in a
+    bidirectional one (an encoder) to the keys less than ``window`` positions away on either
+    side (|i - j| < window); 0 = no window. Applied to the mask for every backend;
+    ``sliding_window`` also skips the keys outside it."""
     q_offset: int | None = None
     """Position of the first query counted from the first key; None = Tk - Tq (the queries are
     the last Tq of the Tk positions: self-attention, with or without a KV cache). Positions are
@@ -163,14 +164,28 @@ def causal_mask(q_len: int, k_len: int, device=None, offset: int | None = None,
     return allowed & (dist < window) if window > 0 else allowed
 
 
+def window_mask(q_len: int, k_len: int, window: int, device=None,
+                offset: int | None = None) -> torch.Tensor:
+    """A bidirectional window: query i (at position offset + i) may see the keys j with
+    |offset + i - j| < window.  # (Tq, Tk)"""
+    offset = k_len - q_len if offset is None else offset
+    dist = torch.arange(q_len, device=device)[:, None] + offset - torch.arange(k_len,
+                                                                              device=device)
+    return dist.abs() < window
+
+
 def prepare_mask(q_len: int, k_len: int, mask: torch.Tensor | None, is_causal: bool,
                  options: AttentionOptions, device=None) -> torch.Tensor | None:
     """The complete boolean mask (broadcastable to (B, H, Tq, Tk)) or None: ``mask`` (padding)
-    and the causal part with the cache offset and window (a window makes it causal). A query
-    that may attend to nothing (a padding position) attends to everything instead: its output
-    is ignored, and this keeps softmax free of NaN."""
+    and the causal part with the cache offset and window (a window in a causal layer is
+    causal; in a bidirectional one it reaches both ways). A query that may attend to nothing
+    (a padding position) attends to everything instead: its output is ignored, and this keeps
+    softmax free of NaN."""
     offset = options.query_offset(q_len, k_len)
-    if options.window > 0 or (is_causal and (q_len > 1 or offset < k_len - 1)):
+    if options.window > 0 and not is_causal:
+        band = window_mask(q_len, k_len, options.window, device, offset)  # (Tq, Tk)
+        mask = band if mask is None else mask & band
+    elif options.window > 0 or (is_causal and (q_len > 1 or offset < k_len - 1)):
         cm = causal_mask(q_len, k_len, device, offset, options.window)  # (Tq, Tk)
         mask = cm if mask is None else mask & cm
     if mask is not None:
@@ -301,7 +316,8 @@ def auto_attention(q, k, v, *, mask, bias, dropout_p, need_weights, options):
 @register_attention("sliding_window", native_gqa=True, own_mask=True)
 def sliding_window_attention(q, k, v, *, mask, bias, dropout_p, need_weights, options):
     """Mistral's sliding window: each query sees the last ``options.window`` positions (itself
-    included). Registered ``own_mask``: ``mask`` is the padding only, the window is added here;
+    included); in an encoder (not causal) the keys less than ``window`` positions away on either
+    side. Registered ``own_mask``: ``mask`` is the padding only, the window is added here;
     on the dense path this backend also drops the keys no query can see (decoding past the window attends over ``window`` keys, not the whole cache) and
     runs torch's fused kernel on the rest. A long sequence without bias or KV cache
     (T >= 4 windows) is computed blocked instead, in O(T x window): :mod:`.attention_blocked`."""
@@ -313,10 +329,11 @@ def sliding_window_attention(q, k, v, *, mask, bias, dropout_p, need_weights, op
     if (usable and bias is None and Tq == Tk and options.query_offset(Tq, Tk) == 0
             and blocked_pays(Tk, options.window)):
         k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])  # (B, H, T, D)
-        return banded_attention(q, k, v, before=options.window - 1, after=0, padding=padding,
-                                dropout_p=dropout_p), None
-    mask = prepare_mask(Tq, Tk, mask, True, options, q.device)  # the reference: dense mask
-    start = max(0, options.query_offset(Tq, Tk) - options.window + 1)  # first visible key
+        after = 0 if options.causal else options.window - 1
+        return banded_attention(q, k, v, before=options.window - 1, after=after,
+                                padding=padding, dropout_p=dropout_p), None
+    mask = prepare_mask(Tq, Tk, mask, options.causal, options, q.device)  # the reference
+    start = max(0, options.query_offset(Tq, Tk) - options.window + 1) if options.causal else 0
     if start > 0:
         k, v = k[:, :, start:], v[:, :, start:]  # (B, Hkv, Tk - start, D)
         mask = mask[..., start:] if mask is not None else None

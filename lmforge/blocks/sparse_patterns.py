@@ -181,9 +181,9 @@ def pattern_mask(name: str, settings=None, T: int = 64, causal: bool = False,
         cls, allowed = PATTERNS[name]
         s = settings if settings is not None else cls()
         m = allowed(s, pos[:, None], pos[None, :], pattern_context(name, s, T, causal, None, seed))
-    elif name == "sliding_window":
+    elif name == "sliding_window":  # causal: the last ``window``; else |i - j| < window
         d = pos[:, None] - pos[None, :]
-        m = (d >= 0) & (d < window) if window > 0 else d >= 0
+        m = (d.abs() < window) if window > 0 else torch.ones(T, T, dtype=torch.bool)
     else:
         m = torch.ones(T, T, dtype=torch.bool)
     return m & (pos[:, None] >= pos[None, :]) if causal else m

@@ -108,12 +108,14 @@ class ModelConfig:
     """Attention backend, by registered name (docs/attention.md): ``auto`` = ``fused`` or
     ``explicit``, whichever was measured faster for the call (CPU rules); ``fused`` = torch's
     SDPA kernel, always; ``explicit`` = the formula written out (returns weights);
-    ``sliding_window`` = only the last ``attention_window`` positions (Mistral); or any name a
+    ``sliding_window`` = only the last ``attention_window`` positions (Mistral; an encoder: the
+    nearest on both sides); or any name a
     plugin registered with ``@register_attention``."""
     attention_window: int = 0
     """Decoders: each query attends to the last ``attention_window`` positions, itself
-    included; 0 = all earlier positions. Needed (> 0) by ``attention = "sliding_window"``; the
-    other backends apply it as a mask."""
+    included; encoders (and a seq2seq encoder): the keys less than ``attention_window``
+    positions away on either side; 0 = no window. Needed (> 0) by ``attention =
+    "sliding_window"``; the other backends apply it as a mask."""
     attention_options: dict[str, Any] | None = None
     """The attention backend's own settings, as a table (``[model.attention_options]``): e.g.
     ``{local_window = 64, global_tokens = [0]}`` for ``longformer``. The keys each backend
@@ -333,8 +335,8 @@ def _attention_problem(cfg: ModelConfig) -> tuple[str, str] | None:
     if cfg.attention_options is not None and not isinstance(cfg.attention_options, dict):
         return "attention_options", f"must be a table, got {cfg.attention_options!r}"
     backend_settings(cfg.attention, cfg.attention_options)  # raises naming the bad key
-    if window and cfg.arch != "decoder":
-        return "attention_window", f"a sliding window is for decoders (arch = \"decoder\"), " \
+    if window and cfg.arch not in ("decoder", "encoder", "seq2seq"):
+        return "attention_window", f"a sliding window is for decoders, encoders and seq2seq, " \
                                    f"got arch {cfg.arch!r}; set attention_window = 0"
     return None
 

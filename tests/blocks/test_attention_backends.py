@@ -281,10 +281,29 @@ def test_window_validation_and_old_configs():
         ModelConfig(attention="sliding_window")
     with pytest.raises(ConfigError, match=r"model\.attention_window: must be an integer from 0"):
         ModelConfig(attention_window=-1)
-    with pytest.raises(ConfigError, match=r"model\.attention_window: .*decoders"):
-        ModelConfig(arch="encoder", attention_window=4)
+    with pytest.raises(ConfigError, match=r"model\.attention_window: .*decoders, encoders"):
+        ModelConfig(arch="vit", attention_window=4)
     assert ModelConfig().attention == "auto" and ModelConfig().attention_window == 0
     for old in ("fused", "explicit"):  # config.json of model directories saved before
         cfg = from_dict(ModelConfig, {"attention": old, "vocab_size": 10, "d_model": 32,
                                       "n_head": 4, "n_layer": 1})
         assert build_model(cfg).backbone.layers[0].attn.backend == old
+
+
+@pytest.mark.parametrize("attention", ["sliding_window", "fused"])
+def test_an_encoder_window_reaches_both_ways(attention):
+    """An encoder with ``attention_window = 3``: the output at position t depends on exactly
+    the inputs t-2 .. t+2 (gradients), with the blocked backend and as a mask on another one;
+    a seq2seq model with a window runs its encoder that way and its decoder causally."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="encoder", vocab_size=40, context_length=32, d_model=16, n_layer=1,
+                      n_head=2, attention=attention, attention_window=3)
+    model = build_model(cfg).double()
+    x = torch.randn(1, 20, 16, dtype=torch.float64, requires_grad=True)
+    attn = model.encoder.backbone.layers[0].attn
+    (g,) = torch.autograd.grad(attn(x, is_causal=False)[0, 10].sum(), x)
+    assert (g[0].abs().sum(-1) != 0).nonzero().flatten().tolist() == [8, 9, 10, 11, 12]
+    s2s = build_model(ModelConfig(arch="seq2seq", vocab_size=40, context_length=32, d_model=16,
+                                  n_layer=1, n_head=2, attention=attention, attention_window=3))
+    out = s2s(torch.randint(0, 40, (2, 12)), torch.randint(0, 40, (2, 9)))
+    assert out.shape[:2] == (2, 9) and torch.isfinite(out).all()

@@ -199,3 +199,20 @@ def test_aligned_window_with_per_block_extra_keys(causal):
 
 def test_threshold():
     assert blocked_pays(16, 4) and not blocked_pays(15, 4) and not blocked_pays(100, 0)
+
+
+@pytest.mark.parametrize("T,window", [(37, 4), (64, 8), (12, 5)])  # blocked, blocked, dense
+@pytest.mark.parametrize("padded", [False, True])
+def test_sliding_window_in_an_encoder_reaches_both_ways(T, window, padded):
+    """Not causal (an encoder): query i sees the keys j with |i - j| < window, on the blocked
+    path (T >= 4 windows) and the dense one, against softmax over that band written out."""
+    q, k, v = qkv(T, Hkv=2)
+    real = padding(T, T - 5) if padded else torch.ones(2, T, dtype=torch.bool)
+    mask = real[:, None, None, :] if padded else None
+    opts = AttentionOptions(window=window)
+    out, _ = attention_forward("sliding_window", q, k, v, mask=mask, options=opts)
+    ref = naive(q, k, v, band(T, window - 1, window - 1) & real[:, None, None, :])
+    assert_same(out, ref, (q, k, v), rows=real)
+    dense, _ = attention_forward("explicit", q, k, v, mask=mask, options=opts)  # the mask path
+    torch.testing.assert_close(out * real[:, None, :, None], dense * real[:, None, :, None],
+                               **TOL)
