@@ -39,6 +39,7 @@ PAPER = {  # LRA Table 1 (test accuracy, %): the row each backend corresponds to
     "sparse_strided": ("Sparse Trans.", 17.07, 63.58),
     "sparse_fixed": ("Sparse Trans.", 17.07, 63.58), "lsh": ("Reformer", 37.27, 56.10),
     "linformer": ("Linformer", 35.70, 53.94), "performer": ("Performer", 18.01, 65.40),
+    "sliding_window": ("Local Att.", 15.82, 52.98),
 }
 BEST = "paper best: ListOps 37.27 (Reformer), Text 65.90 (Linear Trans.); vanilla 36.37 / 64.27"
 OPTIONS = {  # model.attention_options per backend (--options overrides)
