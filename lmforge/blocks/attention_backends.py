@@ -152,14 +152,20 @@ def get_backend(name: str) -> AttentionBackend:
 
 # --- the shared preparation: masks and grouped-query keys/values --------------------------
 
+def _distance(q_len: int, k_len: int, device, offset: int | None) -> torch.Tensor:
+    """Query position - key position, query i at offset + i (offset default k_len - q_len,
+    the last q_len of k_len positions).  # (Tq, Tk)"""
+    offset = k_len - q_len if offset is None else offset
+    return torch.arange(q_len, device=device)[:, None] + offset - torch.arange(k_len,
+                                                                              device=device)
+
+
 def causal_mask(q_len: int, k_len: int, device=None, offset: int | None = None,
                 window: int = 0) -> torch.Tensor:
     """Query i (at position offset + i; offset default k_len - q_len, the last q_len of k_len
     positions) may see keys j <= offset + i, and with a ``window`` only those with
     offset + i - j < window.  # (Tq, Tk)"""
-    offset = k_len - q_len if offset is None else offset
-    q_pos = torch.arange(q_len, device=device)[:, None] + offset  # (Tq, 1)
-    dist = q_pos - torch.arange(k_len, device=device)  # (Tq, Tk): query pos - key pos
+    dist = _distance(q_len, k_len, device, offset)
     allowed = dist >= 0
     return allowed & (dist < window) if window > 0 else allowed
 
@@ -168,10 +174,7 @@ def window_mask(q_len: int, k_len: int, window: int, device=None,
                 offset: int | None = None) -> torch.Tensor:
     """A bidirectional window: query i (at position offset + i) may see the keys j with
     |offset + i - j| < window.  # (Tq, Tk)"""
-    offset = k_len - q_len if offset is None else offset
-    dist = torch.arange(q_len, device=device)[:, None] + offset - torch.arange(k_len,
-                                                                              device=device)
-    return dist.abs() < window
+    return _distance(q_len, k_len, device, offset).abs() < window
 
 
 def prepare_mask(q_len: int, k_len: int, mask: torch.Tensor | None, is_causal: bool,

@@ -112,6 +112,24 @@ def _global_rows(out, q, k, v, mask, dropout_p, rows, causal: bool):
     return out
 
 
+def _bigbird_keys(s: BigBirdSettings, ctx, T: int, device, window: bool):
+    """(key positions (nb, K), valid (nb, K)) each query block reaches: its window of
+    neighbouring blocks (with ``window``), the global blocks outside that window and its random
+    blocks, ``block_size`` positions each; positions past T are invalid."""
+    bs, nb, half = s.block_size, -(-T // s.block_size), s.window_blocks // 2
+    qb = torch.arange(nb, device=device)[:, None]
+    win = qb + torch.arange(-half, half + 1, device=device)[None, :]  # (nb, 2 half + 1)
+    glob = torch.arange(min(s.global_blocks, nb), device=device).expand(nb, -1)  # (nb, g)
+    rnd = random_indices(ctx["random"])  # (nb, r)
+    blocks = [glob, rnd]
+    bvalid = [(glob - qb).abs() > half, ctx["random"].gather(1, rnd)]
+    if window:
+        blocks, bvalid = [win, *blocks], [(win >= 0) & (win < nb), *bvalid]
+    idx = (torch.cat(blocks, 1)[..., None] * bs + torch.arange(bs, device=device)).flatten(1)
+    valid = (torch.cat(bvalid, 1)[..., None] & (idx.view(nb, -1, bs) < T)).flatten(1)
+    return idx, valid
+
+
 def _plan(name: str, s, T: int, ctx: dict, device):
     """(block size, key indices (nb, K), valid (nb, K), global query rows) of the gathered
     computation, or None where it would not save anything."""
@@ -127,18 +145,9 @@ def _plan(name: str, s, T: int, ctx: dict, device):
                           1)
         return bs, idx, valid, g
     if name == "bigbird":
-        bs, nb = s.block_size, -(-T // s.block_size)
-        half, gw = s.window_blocks // 2, min(s.global_blocks, nb)
-        qb = torch.arange(nb, device=device)[:, None]
-        win = qb + torch.arange(-half, half + 1, device=device)[None, :]  # (nb, 2 half + 1)
-        glob = torch.arange(gw, device=device).expand(nb, -1)  # (nb, gw)
-        rnd = random_indices(ctx["random"])  # (nb, r)
-        blocks = torch.cat([win, glob, rnd], 1)  # (nb, nK)
-        bvalid = torch.cat([(win >= 0) & (win < nb), (glob - qb).abs() > half,
-                            ctx["random"].gather(1, rnd)], 1)
-        idx = (blocks[..., None] * bs + torch.arange(bs, device=device)).flatten(1)
-        valid = (bvalid[..., None] & (idx.view(nb, -1, bs) < T)).flatten(1)
-        return bs, idx, valid, torch.arange(min(s.global_blocks * bs, T), device=device)
+        idx, valid = _bigbird_keys(s, ctx, T, device, window=True)
+        return s.block_size, idx, valid, torch.arange(min(s.global_blocks * s.block_size, T),
+                                                      device=device)
     if name == "sparse_fixed":
         bs, nb = s.block_size, -(-T // s.block_size)
         own = torch.arange(nb, device=device)[:, None] * bs + torch.arange(bs, device=device)
@@ -170,13 +179,7 @@ def _bigbird_banded(q, k, v, mask, dropout_p, s: BigBirdSettings, ctx, causal: b
     rows densely."""
     T, dev = k.shape[-2], q.device
     bs, half = s.block_size, s.window_blocks // 2
-    nb = -(-T // bs)
-    qb = torch.arange(nb, device=dev)[:, None]
-    glob = torch.arange(min(s.global_blocks, nb), device=dev).expand(nb, -1)  # (nb, g)
-    rnd = random_indices(ctx["random"])  # (nb, r)
-    bvalid = torch.cat([(glob - qb).abs() > half, ctx["random"].gather(1, rnd)], 1)
-    idx = (torch.cat([glob, rnd], 1)[..., None] * bs + torch.arange(bs, device=dev)).flatten(1)
-    valid = (bvalid[..., None] & (idx.view(nb, -1, bs) < T)).flatten(1)  # (nb, (g + r) bs)
+    idx, valid = _bigbird_keys(s, ctx, T, dev, window=False)  # (nb, (g + r) bs)
     out = banded_attention(q, k, v, before=half * bs, after=0 if causal else half * bs,
                            padding=key_padding(mask)[1], dropout_p=dropout_p, block=bs,
                            extra=idx, extra_valid=valid, causal=causal, aligned=True)

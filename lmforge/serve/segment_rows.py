@@ -80,7 +80,11 @@ class SegmentRows:
         device = next(self.model.parameters()).device
         out: list[torch.Tensor | None] = [None] * self.rows
         for rows in groups.values():
-            mem = _stack([self.memories[i] for i in rows])
+            if len(rows) == 1:  # alone in its phase: its own memory, updated in place
+                out[rows[0]] = feed_xl(self.model, self.memories[rows[0]],
+                                       tokens[rows][:, None].to(device))[0]
+                continue
+            mem = _stack([self.memories[i] for i in rows])  # a copy: b rows in one batch
             logits = feed_xl(self.model, mem, tokens[rows][:, None].to(device))  # (b, V)
             for j, i in enumerate(rows):
                 self.memories[i], out[i] = _row(mem, j), logits[j]

@@ -216,3 +216,16 @@ def test_sliding_window_in_an_encoder_reaches_both_ways(T, window, padded):
     dense, _ = attention_forward("explicit", q, k, v, mask=mask, options=opts)  # the mask path
     torch.testing.assert_close(out * real[:, None, :, None], dense * real[:, None, :, None],
                                **TOL)
+
+
+def test_bigbird_under_a_per_query_mask_gathers_and_equals_the_whole_mask_path():
+    """A mask that differs per query (not a key-padding mask) sends bigbird to the gathered
+    path, which must still equal the pattern applied as a whole mask."""
+    q, k, v = qkv(47, H=2, Hkv=2)
+    g = torch.Generator().manual_seed(3)
+    per_query = torch.rand(2, 1, 47, 47, generator=g) > 0.2  # (B, 1, T, T)
+    kw = {"mask": per_query, "options": AttentionOptions(settings=SPARSE["bigbird_wide"])}
+    out, w = attention_forward("bigbird", q, k, v, **kw)
+    ref, weights = attention_forward("bigbird", q, k, v, need_weights=True, **kw)
+    assert w is None and weights is not None
+    assert_same(out, ref, (q, k, v))
